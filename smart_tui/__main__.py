@@ -1,0 +1,3 @@
+from smart_tui.cli import main
+
+raise SystemExit(main())
