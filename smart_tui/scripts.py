@@ -1,0 +1,119 @@
+"""Running an experiment's shell commands and controlling nginx.
+
+Every command runs in its own process group with a timeout, so a hung script is
+killed whole; its output goes line by line to the run's log. Failures come back as
+``ScriptResult`` values: the runner decides what a failure means."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("smart_tui.scripts")
+
+# Enough to see why a script failed, without flooding the log.
+_OUTPUT_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    """How one command ended."""
+
+    command: str
+    returncode: int | None  # None when it timed out and was killed
+    output: str
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def describe(self) -> str:
+        """One line: what ran and how it ended, with its last output line."""
+        if self.timed_out:
+            ending = "timed out and was killed"
+        else:
+            ending = f"exited {self.returncode}"
+        last = self.output.strip().splitlines()[-1:] or [""]
+        tail = f": {last[0][:200]}" if last[0] else ""
+        return f"`{self.command}` {ending}{tail}"
+
+
+def run_command(
+    command: str | list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout_s: float,
+) -> ScriptResult:
+    """Run ``command`` (a ``bash -c`` string or an argv list) and capture its output."""
+    argv = ["bash", "-c", command] if isinstance(command, str) else command
+    shown = command if isinstance(command, str) else shlex.join(command)
+    log.info("run: %s", shown)
+    try:
+        process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env={**os.environ, **env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return ScriptResult(shown, 127, f"cannot start: {exc.strerror}")
+
+    timed_out = False
+    try:
+        output, _ = process.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(process)
+        output, _ = process.communicate()
+    except BaseException:
+        # Interrupted (a signal turned into an exception): leave no script behind.
+        _kill_group(process)
+        process.wait()
+        raise
+
+    for line in output.splitlines()[-_OUTPUT_TAIL_LINES:]:
+        log.info("  | %s", line)
+    returncode = None if timed_out else process.returncode
+    result = ScriptResult(shown, returncode, output, timed_out)
+    if not result.ok:
+        log.warning("%s", result.describe())
+    return result
+
+
+def _kill_group(process: subprocess.Popen[str]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class Nginx:
+    """The nginx an experiment changes: its main config and the command to run it."""
+
+    conf: Path
+    command: list[str]
+
+    def test(self, timeout_s: float = 30.0) -> ScriptResult:
+        return run_command(
+            [*self.command, "-t"], cwd=self.conf.parent, env={}, timeout_s=timeout_s
+        )
+
+    def reload(self, timeout_s: float = 30.0) -> ScriptResult:
+        return run_command(
+            [*self.command, "-s", "reload"],
+            cwd=self.conf.parent,
+            env={},
+            timeout_s=timeout_s,
+        )

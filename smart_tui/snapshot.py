@@ -1,0 +1,77 @@
+"""Byte-exact snapshots of the files an experiment may touch.
+
+Taken before any change; used to prove an apply changed something, to prove a revert
+put every byte back, and to restore the files when it did not. A copy is also written
+to the run's folder so the evidence outlives the process."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp_name, mode)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The bytes (or absence) of each file at one moment."""
+
+    files: dict[Path, bytes | None]
+    modes: dict[Path, int]
+
+    @classmethod
+    def take(cls, paths: list[Path]) -> Snapshot:
+        files = {path: _read(path) for path in paths}
+        modes = {
+            path: path.stat().st_mode & 0o7777
+            for path, data in files.items()
+            if data is not None
+        }
+        return cls(files=files, modes=modes)
+
+    def changed(self) -> list[Path]:
+        """The files whose bytes differ from the snapshot now."""
+        return [path for path, data in self.files.items() if _read(path) != data]
+
+    def restore(self) -> list[Path]:
+        """Put every changed file back; returns the files it rewrote or removed."""
+        restored = self.changed()
+        for path in restored:
+            data = self.files[path]
+            if data is None:
+                path.unlink(missing_ok=True)
+            else:
+                _write_atomically(path, data, self.modes.get(path, 0o644))
+        return restored
+
+    def save(self, folder: Path) -> None:
+        """Keep a copy of the snapshot under ``folder`` (the run's directory)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, (path, data) in enumerate(self.files.items()):
+            if data is not None:
+                (folder / f"{index:02d}_{path.name}").write_bytes(data)
+        listing = "\n".join(
+            f"{index:02d}\t{path}" for index, path in enumerate(self.files)
+        )
+        (folder / "INDEX").write_text(listing + "\n", encoding="utf-8")
