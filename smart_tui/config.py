@@ -1,0 +1,851 @@
+"""Settings for smart-tui: a bash-style ``smart.conf`` read without running anything.
+
+Precedence is ``--set`` flag > environment (``SMART_<KEY>``, bare ``BASE_DIR``,
+``COACH_URL``, ``COACH_TOKEN``) > the file > defaults. Every problem is one
+``ConfigError`` line naming where it came from and how to fix it; secrets never
+appear in messages or in ``describe()``."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shlex
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import suppress
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from smart_tui.errors import ConfigError
+
+CONFIG_NAME = "smart.conf"
+ENV_PREFIX = "SMART_"
+# The seed read these without a prefix; keep accepting them so old setups work.
+BARE_ENV_KEYS = frozenset({"BASE_DIR", "COACH_URL", "COACH_TOKEN"})
+SECRET_KEYS = frozenset({"COACH_TOKEN"})
+URL_KEYS = frozenset({"TARGET_URL", "COACH_URL"})
+MASK = "****"
+CHECK_HINT = "see `smart-tui check-config` for the known keys"
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where one value came from; the two renderings suit a table and an error."""
+
+    kind: Literal["default", "file", "env", "flag"]
+    name: str = ""  # file path as given, env variable, or KEY for a flag
+    line: int = 0
+
+    def label(self) -> str:
+        if self.kind == "file":
+            return f"{Path(self.name).name}:{self.line}"
+        return f"env {self.name}" if self.kind == "env" else self.kind
+
+    def where(self) -> str:
+        if self.kind == "file":
+            return f"{self.name}:{self.line}"
+        if self.kind == "flag":
+            return f"--set {self.name}"
+        return f"env {self.name}" if self.kind == "env" else "default"
+
+
+def _field(default: Any, doc: str, expect: str, example: str = "", **kw: Any) -> Any:
+    """A field whose docs double as the fix in error messages."""
+    extra: dict[str, Any] = {"expect": expect, "example": example}
+    return Field(default, description=doc, json_schema_extra=extra, **kw)
+
+
+def _seconds(default: float, doc: str, *, positive: bool) -> Any:
+    if positive:
+        return _field(default, doc, "seconds > 0", gt=0, allow_inf_nan=False)
+    return _field(default, doc, "seconds >= 0", ge=0, allow_inf_nan=False)
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unbalanced [ in an IPv6 host
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+class Settings(BaseSettings):
+    """Every knob of smart-tui; file keys are the attribute names in upper case."""
+
+    model_config = SettingsConfigDict(extra="forbid", validate_default=True)
+
+    base_dir: Path = Field(
+        default_factory=Path.cwd,
+        description="Root for relative paths; default: the folder of the config "
+        "file (a relative BASE_DIR in the file is relative to that folder).",
+        json_schema_extra={"expect": "a folder path", "example": "/srv/smart"},
+    )
+    experiments_dir: Path = _field(
+        Path("experiments"), "Folder of experiments (NNN_name/meta.json).", "a path"
+    )
+    var_dir: Path = _field(Path("var"), "Runtime state: runs, lab, locks.", "a path")
+    db_path: Path = _field(Path("var/smart.db"), "SQLite results database.", "a path")
+    www_dir: Path = _field(
+        Path("www"), "Where the HTML dashboard is written.", "a path"
+    )
+    baseline_seconds: float = _seconds(
+        300, "How long to measure before each change.", positive=True
+    )
+    experiment_seconds: float = _seconds(
+        300, "How long to measure with the change applied.", positive=True
+    )
+    cooldown_seconds: float = _seconds(60, "Pause between experiments.", positive=False)
+    settle_seconds: float = _seconds(
+        5, "Wait after apply/revert before measuring.", positive=False
+    )
+    warmup_seconds: float = _seconds(
+        1, "Probe traffic discarded at the start of each window.", positive=False
+    )
+    improve_pct: float = _field(
+        10,
+        "Minimum p99 latency improvement (percent) to keep a change.",
+        "a percentage above 0 and below 100",
+        gt=0,
+        lt=100,
+    )
+    max_err_delta_pct: float = _field(
+        2,
+        "Largest allowed rise in error rate (percentage points).",
+        "a percentage from 0 to 100",
+        ge=0,
+        le=100,
+    )
+    confidence: float = _field(
+        0.95,
+        "Statistical confidence needed for a decision (stats policy).",
+        "a fraction from 0.5 to 0.999",
+        ge=0.5,
+        le=0.999,
+    )
+    decision_policy: Literal["stats", "seed"] = _field(
+        "stats",
+        "stats: confidence test; seed: the old bash script's rule.",
+        "stats or seed",
+    )
+    target_url: str = _field(
+        "",
+        "URL the probe measures; empty = the lab's URL.",
+        "empty or an http(s):// URL",
+        "http://127.0.0.1:8080/",
+    )
+    probe_rate_rps: float = _field(
+        100, "Requests per second the probe sends.", "a rate >= 0", ge=0
+    )
+    probe_connections: int = _field(
+        16, "Connections the probe keeps open.", "a whole number 1..10000", ge=1
+    )
+    probe_timeout_ms: int = _field(
+        2000,
+        "Per-request timeout of the probe.",
+        "milliseconds > 0",
+        gt=0,
+    )
+    nginx_conf: str = _field(
+        "",
+        "nginx main config experiments edit; empty = the lab's config.",
+        "empty or a file path",
+        "/etc/nginx/nginx.conf",
+    )
+    nginx_cmd: str = _field(
+        "",
+        "Command that runs nginx, e.g. 'sudo -n nginx'; empty = the lab's nginx.",
+        "empty or a command line",
+        "'sudo -n nginx'",
+    )
+    script_timeout_seconds: float = _seconds(
+        120, "Limit for each apply/revert/measure script.", positive=True
+    )
+    approval: Literal["auto", "manual"] = _field(
+        "auto",
+        "auto: keep winners at once; manual: wait for a human.",
+        "auto or manual",
+    )
+    approval_timeout_seconds: int = _field(
+        86400,
+        "How long a manual approval may wait for an answer.",
+        "whole seconds > 0",
+        gt=0,
+    )
+    coach_url: str = _field(
+        "",
+        "Optional coach service URL; empty = no coach.",
+        "empty or an http(s):// URL",
+        "https://coach.example/",
+    )
+    coach_token: SecretStr = _field(
+        SecretStr(""), "Token sent to the coach; never shown.", "a token"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _field(
+        "INFO", "Log verbosity.", "DEBUG, INFO, WARNING or ERROR"
+    )
+
+    _config_file: Path | None = PrivateAttr(default=None)
+    _config_reason: str = PrivateAttr(default="defaults only")
+    _origins: dict[str, Origin] = PrivateAttr(default_factory=dict)
+
+    @field_validator("base_dir")
+    @classmethod
+    def _absolute_base(cls, value: Path) -> Path:
+        return Path(os.path.abspath(value.expanduser()))
+
+    @field_validator("experiments_dir", "var_dir", "db_path", "www_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("target_url", "coach_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not _is_http_url(value):
+            raise ValueError("is not an http(s):// URL")
+        return value
+
+    @field_validator("nginx_cmd")
+    @classmethod
+    def _splittable(cls, value: str) -> str:
+        try:
+            shlex.split(value)
+        except ValueError:
+            raise ValueError("has an unclosed quote") from None
+        return value
+
+    @field_validator("decision_policy", "approval", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only load_settings() layers env and file in; a bare Settings(...) is
+        # keyword arguments over defaults, so tests elsewhere stay hermetic.
+        return (init_settings, *(_LAYERS.get() or ()))
+
+    @property
+    def config_file(self) -> Path | None:
+        """The config file that was read, or None when only defaults applied."""
+        return self._config_file
+
+    @property
+    def config_reason(self) -> str:
+        """How the config file was chosen, e.g. 'given by --config'."""
+        return self._config_reason
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """KEY -> where its value came from: default, smart.conf:12, env X, flag."""
+        return {key: self._origin(key).label() for key in KEYS}
+
+    def _origin(self, key: str) -> Origin:
+        return self._origins.get(key, Origin("default"))
+
+    def resolve_path(self, path: Path) -> Path:
+        """A path from the settings, made absolute against BASE_DIR."""
+        return path if path.is_absolute() else self.base_dir / path
+
+    @property
+    def experiments_path(self) -> Path:
+        return self.resolve_path(self.experiments_dir)
+
+    @property
+    def var_path(self) -> Path:
+        return self.resolve_path(self.var_dir)
+
+    @property
+    def database_path(self) -> Path:
+        return self.resolve_path(self.db_path)
+
+    @property
+    def www_path(self) -> Path:
+        return self.resolve_path(self.www_dir)
+
+    @property
+    def nginx_conf_path(self) -> Path | None:
+        """NGINX_CONF resolved against BASE_DIR; None means the lab's config."""
+        return self.resolve_path(Path(self.nginx_conf)) if self.nginx_conf else None
+
+
+# KEY (as written in the file) -> attribute name.
+KEYS: dict[str, str] = {name.upper(): name for name in Settings.model_fields}
+_PATH_FIELDS = frozenset(
+    name for name, info in Settings.model_fields.items() if info.annotation is Path
+)
+
+
+class _LayerSource(PydanticBaseSettingsSource):
+    """One precedence layer: attribute name -> raw value, plus each value's origin."""
+
+    def __init__(
+        self,
+        settings_cls: type[BaseSettings],
+        values: dict[str, Any],
+        origins: dict[str, Origin],
+    ) -> None:
+        super().__init__(settings_cls)
+        self.values = values
+        self.origins = origins
+
+    def get_field_value(
+        self, field: FieldInfo, field_name: str
+    ) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+_LAYERS: ContextVar[tuple[_LayerSource, ...] | None] = ContextVar(
+    "smart_tui_config_layers", default=None
+)
+
+
+# --- the shell file ---------------------------------------------------------
+
+
+class Assignment(NamedTuple):
+    """One ``[export] KEY=value`` statement spanning lines first..last (1-based)."""
+
+    key: str
+    value: str
+    first: int
+    last: int
+    exported: bool
+
+
+class _Unclosed(Exception):
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+
+_PUNCTUATION = set("();<>|&")
+
+
+def _lex(code: str) -> list[str]:
+    """Words of one statement as bash would split them, minus any comment."""
+    lexer = shlex.shlex(code, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True  # so '=', '/', '$' stay inside words
+    try:
+        return list(lexer)
+    except ValueError:
+        # shlex's state is the open quote, or the escape char for a trailing \
+        raise _Unclosed(str(getattr(lexer, "state", ""))) from None
+
+
+def _statements(text: str, where: str) -> Iterator[tuple[int, int, list[str]]]:
+    """(first line, last line, words) per statement; a quote may span lines."""
+    lines = [line.rstrip("\r") for line in text.split("\n")]
+    index = 0
+    while index < len(lines):
+        first, code = index, lines[index]
+        while True:
+            try:
+                words = _lex(code)
+                break
+            except _Unclosed as exc:
+                index += 1
+                if exc.what == "\\" or index == len(lines):
+                    message = _unclosed_message(where, first + 1, exc.what)
+                    raise ConfigError(message) from None
+                code += "\n" + lines[index]
+        yield first + 1, index + 1, words
+        index += 1
+
+
+def _unclosed_message(where: str, line: int, what: str) -> str:
+    if what == "\\":
+        return (
+            f"{where}:{line}: a trailing \\ (line continuation) is not supported; "
+            "put the whole KEY=value on one line"
+        )
+    return f"{where}:{line}: unterminated quote; close the {what} opened on this line"
+
+
+def _split_assignment(word: str) -> tuple[str, str] | None:
+    key, sep, value = word.partition("=")
+    if sep and key.isidentifier() and key.isascii():
+        return key, value
+    return None
+
+
+def _masked_words(words: list[str]) -> str:
+    """The words for an error message, hiding anything after a secret's name."""
+    for index, word in enumerate(words):
+        if any(word.upper().startswith(key) for key in SECRET_KEYS):
+            return " ".join([*words[:index], word.partition("=")[0], MASK])
+    return " ".join(words)
+
+
+def _statement_error(words: list[str]) -> str:
+    """What is wrong with a statement that is not one KEY=value, and the fix."""
+    odd = next((w for w in words if set(w) <= _PUNCTUATION), None)
+    if odd is not None:
+        return (
+            f"unexpected {odd!r}; nothing is run, so write one KEY=value per line "
+            f"and quote a value containing {odd}"
+        )
+    if len(words) >= 2 and words[0].isidentifier() and words[1].startswith("="):
+        return f"expected {words[0]}=value, found spaces around =; remove them"
+    head = _split_assignment(words[0])
+    if head is not None and head[1] == "":
+        return f"expected {head[0]}=value, found a space after =; remove it"
+    if head is not None:
+        return (
+            f"expected one KEY=value, found more words after {head[0]}=; "
+            "quote a value that contains spaces"
+        )
+    found = _masked_words(words)
+    return f"expected KEY=value, found {found!r}; only assignments are allowed"
+
+
+def _assignment(first: int, last: int, words: list[str], where: str) -> Assignment:
+    exported = words[0] == "export"
+    rest = words[1:] if exported else words
+    parsed = _split_assignment(rest[0]) if len(rest) == 1 else None
+    if parsed is None:
+        problem = _statement_error(rest or words)
+        raise ConfigError(f"{where}:{first}: {problem}")
+    return Assignment(parsed[0], parsed[1], first, last, exported)
+
+
+def _suggest(key: str) -> str:
+    upper = key.upper()
+    if upper.startswith(ENV_PREFIX) and upper[len(ENV_PREFIX) :] in KEYS:
+        return f"did you mean {upper[len(ENV_PREFIX) :]}? (SMART_ is for env vars)"
+    close = difflib.get_close_matches(upper, list(KEYS), n=1)
+    return f"did you mean {close[0]}?" if close else CHECK_HINT
+
+
+def _unknown_key(where: str, key: str) -> ConfigError:
+    return ConfigError(f"{where}: unknown key {key}; {_suggest(key)}")
+
+
+def parse_config_text(text: str, where: str = CONFIG_NAME) -> list[Assignment]:
+    """Every assignment in file order; ``where`` names the file in errors."""
+    found = []
+    for first, last, words in _statements(text, where):
+        if not words:
+            continue  # blank line or comment
+        item = _assignment(first, last, words, where)
+        if item.key not in KEYS:
+            raise _unknown_key(f"{where}:{first}", item.key)
+        found.append(item)
+    return found
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read config file {path}: {exc.strerror}; check its permissions"
+        ) from None
+
+
+class ShellFileSource(_LayerSource):
+    """The values of a bash-style config file, read without executing it."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path, text: str):
+        values: dict[str, Any] = {}
+        origins: dict[str, Origin] = {}
+        for item in parse_config_text(text, str(path)):
+            name = KEYS[item.key]
+            values[name] = item.value  # later lines overwrite: last wins, as in bash
+            origins[item.key] = Origin("file", str(path), item.first)
+        if "base_dir" in values:
+            # Relative to the file rather than to wherever smart-tui was started.
+            values["base_dir"] = path.parent / Path(values["base_dir"]).expanduser()
+        super().__init__(settings_cls, values, origins)
+
+
+# --- environment, flags, discovery ------------------------------------------
+
+
+def _env_names(key: str) -> tuple[str, ...]:
+    bare = (key,) if key in BARE_ENV_KEYS else ()
+    return (ENV_PREFIX + key, *bare)
+
+
+def _env_var(key: str, environ: Mapping[str, str]) -> str | None:
+    """The variable that sets KEY; an empty BASE_DIR counts as unset, as in bash."""
+    for var in _env_names(key):
+        if var in environ and (environ[var] or key != "BASE_DIR"):
+            return var
+    return None
+
+
+def _env_layer(environ: Mapping[str, str]) -> _LayerSource:
+    """SMART_<KEY> (and a few bare names); other SMART_* are ignored: env is shared."""
+    values: dict[str, Any] = {}
+    origins: dict[str, Origin] = {}
+    for key, name in KEYS.items():
+        var = _env_var(key, environ)
+        if var is None:
+            continue
+        values[name] = environ[var]
+        origins[key] = Origin("env", var)
+    return _LayerSource(Settings, values, origins)
+
+
+def _flag_layer(overrides: Mapping[str, str]) -> _LayerSource:
+    values: dict[str, Any] = {}
+    origins: dict[str, Origin] = {}
+    for raw_key, value in overrides.items():
+        key = raw_key.strip().upper().replace("-", "_")
+        if key not in KEYS:
+            raise _unknown_key("--set", raw_key)
+        values[KEYS[key]] = value
+        origins[key] = Origin("flag", key)
+    return _LayerSource(Settings, values, origins)
+
+
+def _explicit_file(path: Path, given_by: str) -> Path:
+    if not path.exists():
+        raise ConfigError(
+            f"config file {path} not found (given by {given_by}); create it or "
+            f"point {given_by} at an existing file"
+        )
+    if path.is_dir():
+        raise ConfigError(
+            f"config file {path} is a folder (given by {given_by}); "
+            f"point {given_by} at a file such as {path / CONFIG_NAME}"
+        )
+    return path
+
+
+def find_config_file(
+    config_path: Path | None, environ: Mapping[str, str]
+) -> tuple[Path | None, str]:
+    """The config file to read and how it was chosen; None means defaults only."""
+    if config_path is not None:
+        return _explicit_file(Path(config_path), "--config"), "given by --config"
+    if environ.get("SMART_CONFIG"):
+        path = Path(environ["SMART_CONFIG"])
+        return _explicit_file(path, "SMART_CONFIG"), "given by SMART_CONFIG"
+    for var in ("SMART_BASE_DIR", "BASE_DIR"):
+        if environ.get(var):
+            candidate = Path(environ[var]).expanduser() / CONFIG_NAME
+            if candidate.is_file():
+                return candidate, f"found in {var}"
+            break  # SMART_BASE_DIR outranks BASE_DIR, as for the setting itself
+    if Path(CONFIG_NAME).is_file():
+        return Path(CONFIG_NAME), "found in the current folder"
+    return None, "none found; defaults only"
+
+
+# --- building and explaining ------------------------------------------------
+
+_PROBLEMS = {
+    "float_parsing": "is not a number",
+    "int_parsing": "is not a whole number",
+    "int_from_float": "is not a whole number",
+    "finite_number": "is not a finite number",
+    "greater_than": "is out of range",
+    "greater_than_equal": "is out of range",
+    "less_than": "is out of range",
+    "less_than_equal": "is out of range",
+    "literal_error": "is not one of the choices",
+    "path_type": "is not a path",
+}
+
+
+def _format_number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _example(name: str) -> str:
+    info = Settings.model_fields[name]
+    extra = info.json_schema_extra
+    example = extra.get("example") if isinstance(extra, dict) else None
+    if example:
+        return str(example)
+    default = info.default
+    if isinstance(default, int | float):
+        return _format_number(default)
+    return shlex.quote(str(default))
+
+
+def _expectation(name: str) -> str:
+    extra = Settings.model_fields[name].json_schema_extra
+    expect = extra.get("expect") if isinstance(extra, dict) else None
+    return str(expect or "a valid value")
+
+
+def _mask_url(value: str) -> str:
+    """Hide credentials a URL may carry: userinfo, query and fragment."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return MASK
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{MASK}@{host}" if "@" in parts.netloc else host
+    query = MASK if parts.query else ""
+    fragment = MASK if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _shown_raw(key: str, value: Any) -> str:
+    """A raw value as it may appear in an error message."""
+    if key in SECRET_KEYS:
+        return MASK
+    text = value if isinstance(value, str) else str(value)
+    return repr(_mask_url(text) if key in URL_KEYS else text)
+
+
+def _problem(error: Mapping[str, Any]) -> str:
+    if error["type"] == "value_error":
+        return str(error.get("ctx", {}).get("error", "is not valid"))
+    return _PROBLEMS.get(error["type"], "is not valid")
+
+
+def _explain(exc: ValidationError, origins: Mapping[str, Origin]) -> str:
+    """The first validation error as one line; never echoes a secret."""
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else ""
+    key = name.upper()
+    where = origins.get(key, Origin("default")).where()
+    if name not in Settings.model_fields:  # only reachable by misuse of Settings
+        return f"{where}: {key or 'settings'} is not valid; {CHECK_HINT}"
+    shown = _shown_raw(key, error.get("input"))
+    return (
+        f"{where}: {key}={shown} {_problem(error)}; expected "
+        f"{_expectation(name)}, e.g. {key}={_example(name)}"
+    )
+
+
+def _merge_origins(layers: tuple[_LayerSource, ...]) -> dict[str, Origin]:
+    merged: dict[str, Origin] = {}
+    for layer in layers:  # highest precedence first
+        for key, origin in layer.origins.items():
+            merged.setdefault(key, origin)
+    return merged
+
+
+def _build(layers: tuple[_LayerSource, ...]) -> Settings:
+    origins = _merge_origins(layers)
+    token = _LAYERS.set(layers)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # from None: pydantic's own text would quote the rejected input.
+        raise ConfigError(_explain(exc, origins)) from None
+    finally:
+        _LAYERS.reset(token)
+    settings._origins = origins
+    return settings
+
+
+def _file_layers(path: Path, text: str) -> tuple[_LayerSource, ...]:
+    # The folder of the file is BASE_DIR's default, but still reported as default.
+    folder = _LayerSource(Settings, {"base_dir": path.parent}, {})
+    return ShellFileSource(Settings, path, text), folder
+
+
+def load_settings(
+    config_path: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Settings from flags, environment, the config file and defaults, in that order.
+
+    ``overrides`` maps KEY (any case) to the raw string given on the command line;
+    ``environ`` defaults to ``os.environ``. Raises ConfigError on any problem."""
+    env = os.environ if environ is None else environ
+    path, reason = find_config_file(config_path, env)
+    layers: tuple[_LayerSource, ...] = (_flag_layer(overrides or {}), _env_layer(env))
+    if path is not None:
+        layers += _file_layers(path, _read_text(path))
+    settings = _build(layers)
+    settings._config_file = path
+    settings._config_reason = reason
+    return settings
+
+
+# --- showing ----------------------------------------------------------------
+
+
+class SettingRow(NamedTuple):
+    key: str
+    value_shown: str
+    source: str
+    doc: str
+
+
+def _shown_value(settings: Settings, name: str) -> str:
+    value = getattr(settings, name)
+    if isinstance(value, SecretStr):
+        return MASK if value.get_secret_value() else "(empty)"
+    if name in _PATH_FIELDS:
+        return str(settings.resolve_path(value))
+    if name == "nginx_conf" and settings.nginx_conf_path is not None:
+        return str(settings.nginx_conf_path)
+    if isinstance(value, float):
+        return _format_number(value)
+    text = str(value)
+    if not text:
+        return "(empty)"
+    return _mask_url(text) if name.upper() in URL_KEYS else text
+
+
+def describe(settings: Settings) -> list[SettingRow]:
+    """One row per key: effective value (paths resolved, secrets masked) and source."""
+    sources = settings.sources
+    return [
+        SettingRow(key, _shown_value(settings, name), sources[key], _doc(name))
+        for key, name in KEYS.items()
+    ]
+
+
+def _doc(name: str) -> str:
+    return Settings.model_fields[name].description or ""
+
+
+def format_rows(rows: Iterable[SettingRow]) -> str:
+    """The table ``smart-tui check-config`` prints: aligned, plain text."""
+    table = [SettingRow("KEY", "VALUE", "SOURCE", "DESCRIPTION"), *rows]
+    key_w, value_w, source_w = (max(len(row[col]) for row in table) for col in range(3))
+    lines = [
+        f"{r.key:<{key_w}}  {r.value_shown:<{value_w}}  {r.source:<{source_w}}  "
+        f"{r.doc}".rstrip()
+        for r in table
+    ]
+    return "\n".join(lines)
+
+
+# --- rewriting --------------------------------------------------------------
+
+
+def _split_comment(code: str) -> tuple[str, str]:
+    """(code, trailing comment with its leading spaces); found by asking shlex."""
+    words = _lex(code)
+    for index, char in enumerate(code):
+        if char != "#":
+            continue
+        head = code[:index]
+        with suppress(_Unclosed):
+            if _lex(head) == words:
+                kept = head.rstrip()
+                return kept, code[len(kept) :]
+    return code, ""
+
+
+def _rewrite(lines: list[str], item: Assignment, value: str) -> str:
+    """The statement with a new value, keeping indent, export and comment."""
+    span = lines[item.first - 1 : item.last]
+    code = "".join(span).rstrip("\r\n")
+    ending = span[-1][len(span[-1].rstrip("\r\n")) :]
+    _, comment = _split_comment(code)
+    indent = code[: len(code) - len(code.lstrip())]
+    export = "export " if item.exported else ""
+    return f"{indent}{export}{item.key}={shlex.quote(value)}{comment}{ending}"
+
+
+def _normalise_changes(path: Path, changes: Mapping[str, str]) -> dict[str, str]:
+    normal = {}
+    for raw_key, value in changes.items():
+        key = raw_key.strip().upper()
+        if key not in KEYS:
+            raise _unknown_key(str(path), raw_key)
+        normal[key] = value
+    return normal
+
+
+def _lines_with_endings(text: str) -> list[str]:
+    # Only \n ends a line, as for bash; str.splitlines() would also split on
+    # form feeds and the like and so disagree with _statements' numbering.
+    parts = text.split("\n")
+    return [part + "\n" for part in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
+
+
+def _apply_changes(text: str, path: Path, changes: Mapping[str, str]) -> str:
+    lines = _lines_with_endings(text)
+    seen = set()
+    # Bottom-up so earlier line numbers stay valid; every copy of a key changes
+    # so an earlier, overridden line does not mislead a reader.
+    for item in reversed(parse_config_text(text, str(path))):
+        if item.key in changes:
+            seen.add(item.key)
+            new = _rewrite(lines, item, changes[item.key])
+            lines[item.first - 1 : item.last] = [new]
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    for key, value in changes.items():
+        if key not in seen:
+            lines.append(f"{key}={shlex.quote(value)}\n")
+    return "".join(lines)
+
+
+def _fsync_dir(folder: Path) -> None:
+    with suppress(OSError):  # some filesystems cannot fsync a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if path.exists():
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def update_config_file(path: Path, changes: Mapping[str, str]) -> None:
+    """Set KEY=value for each change, keeping everything else; atomic.
+
+    Existing assignments keep their place, ``export`` and comment; new keys are
+    appended. The result must validate, else ConfigError and the file is untouched.
+    A missing file is created (mode 0600: it may hold COACH_TOKEN)."""
+    path = Path(path)
+    target = Path(os.path.realpath(path))  # write through a symlink, not over it
+    normal = _normalise_changes(path, changes)
+    text = _read_text(target) if target.exists() else ""
+    new_text = _apply_changes(text, path, normal)
+    _build(_file_layers(path, new_text))
+    try:
+        _atomic_write(target, new_text)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write config file {path}: {exc.strerror}; "
+            "check the folder's permissions"
+        ) from None
