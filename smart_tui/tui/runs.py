@@ -1,0 +1,86 @@
+"""Running an experiment from the app: the body of the thread worker.
+
+Takes the host-wide run lock, runs the same ``run_experiment`` as ``--run-once`` and
+reports through messages. Stopping: until the runner accepts a stop event, the
+observer raises ``Interrupted`` at the next callback (each probe second, each phase),
+so the runner reverts as it does for a signal; a settle or cooldown pause delays it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from textual.message import Message
+
+from smart_tui.config import Settings
+from smart_tui.errors import Interrupted
+from smart_tui.experiments import Experiment
+from smart_tui.lock import RunLock
+from smart_tui.probe import SecondStats
+from smart_tui.runner import Observer, RunOutcome, run_experiment
+from smart_tui.storage import Store
+from smart_tui.tui.messages import PhaseBegan, SecondMeasured, VariantDecided
+
+Post = Callable[[Message], object]
+
+
+@dataclass
+class RunControl:
+    """Shared between the app and one run's thread: ``stop`` asks the run to revert
+    and end; ``done`` is set once the thread has let go of nginx and the lock."""
+
+    experiment_id: str
+    stop: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class AppObserver(Observer):
+    """Forwards the runner's progress as messages; raises once a stop is asked."""
+
+    def __init__(self, post: Post, stop: threading.Event) -> None:
+        self.post = post
+        self.stop = stop
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise Interrupted("cancelled from the app; reverted to baseline")
+
+    def phase(self, name: str, variant: str | None, duration_s: float) -> None:
+        # A stop while reverting must not interrupt the revert itself.
+        if name != "revert":
+            self._check_stop()
+        self.post(PhaseBegan(name, variant or "", duration_s))
+
+    def second(self, role: str, variant: str, stats: SecondStats) -> None:
+        self._check_stop()
+        figures = stats.to_dict()
+        figures.pop("hdr", None)  # large, and the screen never needs it
+        self.post(SecondMeasured(role, variant, figures))
+
+    def decided(self, variant: str, decision: str, reasons: list[str]) -> None:
+        self.post(VariantDecided(variant, decision, reasons))
+
+
+def run_from_app(
+    settings: Settings, experiment: Experiment, control: RunControl, post: Post
+) -> RunOutcome:
+    """Run ``experiment`` under the run lock; raises ``LockHeld`` if it is taken."""
+    try:
+        purpose = f"a run of {experiment.id} started in the smart-tui app"
+        with RunLock(settings.var_path / "run.lock", purpose):
+            if control.stop.is_set():
+                raise Interrupted("cancelled before it started")
+            store = Store(settings.database_path)
+            try:
+                return run_experiment(
+                    settings,
+                    experiment,
+                    store,
+                    observer=AppObserver(post, control.stop),
+                    trigger="app",
+                )
+            finally:
+                store.close()
+    finally:
+        control.done.set()

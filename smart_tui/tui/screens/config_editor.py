@@ -1,0 +1,124 @@
+"""Config editor: every smart.conf key with its value, where it came from and its
+documentation. An edited value is checked at once by the settings model and refused
+inline with the reason; Ctrl+S writes the accepted changes, keeping comments."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from smart_tui.config import SECRET_KEYS, SettingRow
+from smart_tui.tui.widgets.status_line import StatusLine
+
+if TYPE_CHECKING:
+    from smart_tui.tui.app import SmartApp
+
+
+class ConfigScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "edit", "Edit"),
+        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding("escape", "stop_editing", "Stop editing", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[SettingRow] = []
+        self.changes: dict[str, str] = {}
+        self.editing: str | None = None
+
+    @property
+    def smart(self) -> SmartApp:
+        return cast("SmartApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield StatusLine("Config")
+        yield DataTable(id="settings", cursor_type="row")
+        yield Static("", id="setting-doc", markup=False)
+        yield Input(id="setting-input", disabled=True, placeholder="Enter edits")
+        yield Static("", id="setting-error", markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(DataTable).add_columns("key", "value", "from")
+        self._fill()
+
+    def _fill(self) -> None:
+        self.rows = self.smart.setting_rows()
+        table = self.query_one(DataTable)
+        table.clear()
+        for row in self.rows:
+            shown = self.changes.get(row.key, row.value_shown)
+            source = "edited" if row.key in self.changes else row.source
+            table.add_row(row.key, shown, source, key=row.key)
+        self._show_doc()
+
+    def selected(self) -> SettingRow | None:
+        row = self.query_one(DataTable).cursor_row
+        return self.rows[row] if self.rows and row < len(self.rows) else None
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_doc()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_edit()
+
+    def _show_doc(self) -> None:
+        row = self.selected()
+        target = self.smart.config_target()
+        text = f"{row.key}: {row.doc}" if row else ""
+        self.query_one("#setting-doc", Static).update(f"{text}\nfile: {target}")
+
+    def action_edit(self) -> None:
+        row = self.selected()
+        if row is None:
+            return
+        self.editing = row.key
+        field = self.query_one(Input)
+        field.disabled = False
+        secret = row.key in SECRET_KEYS
+        field.password = secret
+        field.value = "" if secret else self.changes.get(row.key, row.value_shown)
+        if field.value == "(empty)":
+            field.value = ""
+        field.focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if self.editing is None:
+            return
+        error = self.smart.check_setting({**self.changes, self.editing: event.value})
+        message = self.query_one("#setting-error", Static)
+        if error is not None:
+            message.update(f"refused: {error}")
+            return
+        self.changes[self.editing] = event.value
+        message.update(f"{self.editing} accepted; Ctrl+S saves")
+        self.action_stop_editing()
+        self._fill()
+
+    def action_stop_editing(self) -> None:
+        self.editing = None
+        field = self.query_one(Input)
+        field.value = ""
+        field.disabled = True
+        self.query_one(DataTable).focus()
+
+    def action_save(self) -> None:
+        message = self.query_one("#setting-error", Static)
+        if not self.changes:
+            message.update("nothing to save")
+            return
+        error = self.smart.save_settings(self.changes)
+        if error is not None:
+            message.update(f"not saved: {error}")
+            return
+        message.update(
+            f"saved {', '.join(sorted(self.changes))} to {self.smart.config_target()};"
+            " the timer's next run uses them, this app after a restart"
+        )
+        self.changes = {}
+        self._fill()
