@@ -461,9 +461,7 @@ def _terminate(pid: int, *, first: signal.Signals, with_children: bool) -> None:
     for sig, wait_s in ((first, 5.0), (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
         with contextlib.suppress(psutil.NoSuchProcess):
             process.send_signal(sig)
-        _reap(pid)
-        _, alive = psutil.wait_procs([process], timeout=wait_s)
-        if not alive:
+        if _wait_gone(process, wait_s):
             break
         log.warning("pid %d ignored %s", pid, sig.name)
     else:
@@ -471,15 +469,25 @@ def _terminate(pid: int, *, first: signal.Signals, with_children: bool) -> None:
     for child in children:
         with contextlib.suppress(psutil.NoSuchProcess):
             child.kill()
-    psutil.wait_procs(children, timeout=3.0)
-    _reap(pid)
+        _wait_gone(child, 3.0)
 
 
-def _reap(pid: int) -> None:
-    # A backend started by this process stays its child; reaping keeps it from
-    # lingering as a zombie that psutil would still report.
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def _wait_gone(process: psutil.Process, timeout_s: float) -> bool:
+    """True once the process has exited. A zombie counts as exited: the daemonised
+    nginx master belongs to init, which may take a second or more to reap it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        # A backend started by this process is its child; reap it here.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(process.pid, os.WNOHANG)
+        try:
+            if process.status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def _http_get(port: int, path: str) -> tuple[int | None, bytes]:
