@@ -1,0 +1,100 @@
+# shellcheck shell=bash
+# Sourced by the shipped experiments' apply.sh and revert.sh; not run on its own.
+#
+# Contract: a line the experiments may change holds one directive and ends in the
+# marker comment "# smart: <name>". apply copies $SMART_NGINX_CONF to
+# $SMART_NGINX_CONF.smart-bak, rewrites the marked line, runs `$SMART_NGINX -t` and
+# reloads; on any failure it puts the exact bytes back and exits non-zero. revert
+# copies the backup's bytes back, checks, reloads and removes the backup. A backup left
+# behind means the variant was kept; the next apply replaces it.
+
+: "${SMART_NGINX_CONF:?is not set; run this through smart-tui or export it}"
+: "${SMART_NGINX:?is not set; e.g. export SMART_NGINX='sudo -n nginx'}"
+
+SMART_BACKUP="$SMART_NGINX_CONF.smart-bak"
+SMART_SCRIPT="${0##*/}"
+
+smart_die() {
+    echo "$SMART_SCRIPT: $*" >&2
+    exit 1
+}
+
+# SMART_NGINX is a shell-quoted command line ("sudo -n nginx", or the lab's nginx
+# with -p/-c paths that may hold spaces), so it is parsed by the shell, not split.
+smart_nginx() {
+    eval "$SMART_NGINX" '"$@"'
+}
+
+# The first line nginx marks as an error, else its first line: enough to act on.
+smart_first_error() {
+    grep -m1 -E '\[(emerg|alert|crit|error)\]' <<<"$1" || head -n1 <<<"$1"
+}
+
+# cat (not cp or mv) keeps the config's inode, owner and mode: only bytes change.
+smart_restore() {
+    cat -- "$SMART_BACKUP" >"$SMART_NGINX_CONF"
+}
+
+smart_backup() {
+    [[ -f "$SMART_NGINX_CONF" ]] || smart_die "$SMART_NGINX_CONF not found"
+    cp -- "$SMART_NGINX_CONF" "$SMART_BACKUP"
+}
+
+# smart_set_marked MARKER NEW_TEXT: replace the directive(s) on the one line ending in
+# "# smart: MARKER" with NEW_TEXT, keeping the indentation and the marker.
+smart_set_marked() {
+    local marker="# smart: $1" edited count
+    [[ "$1" =~ ^[A-Za-z0-9_]+$ ]] || smart_die "bad marker name '$1'"
+    count=$(grep -c -- "$marker\$" "$SMART_NGINX_CONF" || true)
+    if [[ "$count" != 1 ]]; then
+        smart_die "expected one line ending in '$marker' in $SMART_NGINX_CONF," \
+            "found $count; add the marker to the line this experiment edits"
+    fi
+    edited=$(mktemp)
+    SMART_MARKER="$marker" SMART_NEW="$2" awk '
+        BEGIN { marker = ENVIRON["SMART_MARKER"]; text = ENVIRON["SMART_NEW"] }
+        substr($0, length($0) - length(marker) + 1) == marker {
+            match($0, /^[ \t]*/)
+            print substr($0, 1, RLENGTH) text "  " marker
+            next
+        }
+        { print }
+    ' "$SMART_NGINX_CONF" >"$edited"
+    cat -- "$edited" >"$SMART_NGINX_CONF"
+    rm -f -- "$edited"
+}
+
+# Prove the edited config with nginx -t, then reload; undo the edit on failure.
+smart_check_and_reload() {
+    local output
+    if ! output=$(smart_nginx -t 2>&1); then
+        smart_restore
+        rm -f -- "$SMART_BACKUP"
+        smart_die "nginx -t rejected the change, $SMART_NGINX_CONF restored:" \
+            "$(smart_first_error "$output")"
+    fi
+    if ! output=$(smart_nginx -s reload 2>&1); then
+        smart_restore
+        rm -f -- "$SMART_BACKUP"
+        smart_die "nginx -s reload failed, $SMART_NGINX_CONF restored (is nginx" \
+            "running?): $(smart_first_error "$output")"
+    fi
+}
+
+smart_revert() {
+    local output
+    if [[ ! -f "$SMART_BACKUP" ]]; then
+        echo "$SMART_SCRIPT: no $SMART_BACKUP, nothing to revert" >&2
+        return 0
+    fi
+    smart_restore
+    if ! output=$(smart_nginx -t 2>&1); then
+        smart_die "restored $SMART_NGINX_CONF but nginx -t rejects it:" \
+            "$(smart_first_error "$output"); fix it by hand"
+    fi
+    if ! output=$(smart_nginx -s reload 2>&1); then
+        smart_die "restored $SMART_NGINX_CONF but nginx -s reload failed:" \
+            "$(smart_first_error "$output")"
+    fi
+    rm -f -- "$SMART_BACKUP"
+}
