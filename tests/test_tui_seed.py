@@ -93,7 +93,9 @@ def add_run(
 ) -> None:
     """One finished run with a baseline window and a window and a decision per
     ``(variant, decision, acted)``, every timestamp pinned to ``started_at``."""
-    store.start_run(run_id, experiment_id, trigger="timer", pid=1, host="h", settings={})
+    store.start_run(
+        run_id, experiment_id, trigger="timer", pid=1, host="h", settings={}
+    )
     store.add_window(run_id, "baseline", "baseline", _summary(20.0), _seconds(20, 8))
     for variant, decision, acted in decisions:
         p50 = 8.0 if decision == "KEEP" else 21.0
