@@ -6,9 +6,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 from scipy import special
 
-from smart_tui.decide.core import Errors, Latencies, Times, _common, _pct, _pts
+from smart_tui.decide.core import Errors, Latencies, Times, _common, _exp, _pct, _pts
 from smart_tui.decide.policy import make_policy
 from smart_tui.decide.result import Decision, Effect, WindowPlan
 from smart_tui.decide.stats import (
@@ -19,7 +20,7 @@ from smart_tui.decide.stats import (
     effective_counts,
     load_arm,
     rate_difference,
-    tail_exceedance_p,
+    tail_regression_p,
 )
 
 
@@ -80,13 +81,12 @@ def guardrail(
                 f"{margin_pct:g} pt"
             )
     if min(base.n, var.n) * 0.01 >= 5:
-        p, k, bound_ms = tail_exceedance_p(
-            base.ms, var.ms, 0.99, pol.guard_p99_regress_pct
-        )
+        p = tail_regression_p(base.ms, var.ms, 0.99, pol.guard_p99_regress_pct)
         if p < 1 - pol.guard_confidence:
+            ratio99 = float(np.quantile(var.ms, 0.99) / np.quantile(base.ms, 0.99))
             reasons.append(
-                f"p99: {k} of {var.n} variant requests above {bound_ms:.1f} ms "
-                f"(p={p:.2g}): beyond {pol.guard_p99_regress_pct:g}% limit"
+                f"p99 {_pct(ratio99)} (p={p:.2g}): beyond "
+                f"{pol.guard_p99_regress_pct:g}% limit"
             )
     if not reasons:
         return None
@@ -135,7 +135,7 @@ def plan_window(
             f"{3 * pol.min_batch_samples} each"
         )
     shift = compare_p50(
-        batch(base, count, 0.0), batch(var, count, float(base.n)), pol.trim, 0.0
+        batch(base, count, 0.0), batch(var, count, float(base.n)), pol.trim, 0.0, 0.0
     )
     alpha = (1 - pol.confidence) / 2
     # A sequential design's final boundary is c = z(1 - alpha/2), not z(1 - alpha).
@@ -153,9 +153,7 @@ def plan_window(
         reasons.append(f"raised to the {pol.min_samples_for_keep}-sample KEEP minimum")
         need = pol.min_samples_for_keep
     low, high = shift.interval(pol.confidence)
-    aa_effect = Effect(
-        math.exp(shift.log_ratio), math.exp(low), math.exp(high), pol.confidence
-    )
+    aa_effect = Effect(_exp(shift.log_ratio), _exp(low), _exp(high), pol.confidence)
     if low > 0 or high < 0:
         reasons.append(
             f"A/A windows differ: p50 {_pct(aa_effect.ratio or 1)} "

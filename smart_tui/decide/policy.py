@@ -32,12 +32,17 @@ class Policy:
     # the interval overconfident under autocorrelation.
     batches: int = 20
     min_batch_samples: int = 10
-    # Fraction trimmed from each end of the batch medians (Yuen's test), so a
-    # short CPU burst in one arm cannot move the estimate much.
-    trim: float = 0.2
-    # A within-window trend this significant (two-sided) is taken as drift and
-    # the p50 effect is corrected for it.
-    drift_alpha: float = 0.05
+    # Fraction trimmed from each end of the batch medians (Yuen's test instead
+    # of Welch's).  Off by default: it winsorizes away the spread a long burst
+    # adds, and batch medians already shrug off the heavy tail.
+    trim: float = 0.0
+    # A baseline batch whose median sits this many robust SDs above the rest is
+    # a disturbance (CPU burst) and is left out; 0 disables.
+    burst_z: float = 3.5
+    # A falling within-window trend is drift when the slope's one-sided upper
+    # bound at 1 - drift_alpha is below zero; the effect is then corrected by
+    # that bound (the least drift the data support) times the windows' gap.
+    drift_alpha: float = 0.1
     # Stop early for a clear loss (non-binding futility bound).
     futility: bool = True
     # Power assumed when estimating how many samples an INCONCLUSIVE run needed.
@@ -61,7 +66,8 @@ class Policy:
             "batches": self.batches >= 3,
             "min_batch_samples": self.min_batch_samples >= 1,
             "trim": 0 <= self.trim < 0.5,
-            "drift_alpha": 0 <= self.drift_alpha < 1,
+            "burst_z": self.burst_z >= 0,
+            "drift_alpha": 0 <= self.drift_alpha <= 0.25,
             "power": 0.5 <= self.power < 1,
             "guard_confidence": 0.5 <= self.guard_confidence < 1,
             "guard_p99_regress_pct": self.guard_p99_regress_pct >= 0,

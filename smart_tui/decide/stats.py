@@ -2,9 +2,9 @@
 
 Latency is compared through time batches: each arm is cut into consecutive
 batches, the median of each batch is taken on the log scale, and the arms are
-compared with Yuen's trimmed t-test on those batch medians.  Autocorrelation
-and bursts therefore show up as batch-to-batch spread instead of being averaged
-away by a large sample count."""
+compared with Welch's t-test (Yuen's trimmed test if asked) on those batch
+medians.  Autocorrelation and bursts therefore show up as batch-to-batch spread
+instead of being averaged away by a large sample count."""
 
 from __future__ import annotations
 
@@ -120,6 +120,8 @@ class Shift:
     se: float
     df: float
     drift_per_s: float | None = None  # log-latency slope used for the correction
+    dropped: int = 0  # baseline batches left out as a disturbance
+    drift_correction: float = 0.0  # added to log_ratio for a proven drift
 
     def interval(self, confidence: float) -> tuple[float, float]:
         half = self.se * _t_quantile(self.df, 0.5 + confidence / 2)
@@ -148,19 +150,57 @@ def _t_quantile(df: float, q: float) -> float:
     return float(special.stdtrit(df, q))
 
 
-def compare_p50(base: Batches, var: Batches, trim: float, drift_alpha: float) -> Shift:
-    """Yuen's trimmed comparison of batch log-medians, corrected for drift.
+def drop_disturbed(arm: Batches, other: Batches, z: float) -> tuple[Batches, int]:
+    """Leave out batches far slower than the rest of the arm (a CPU burst).
 
-    Baseline and variant windows follow each other in time, so a slow drift of
-    the server between them looks like an effect.  The pooled within-window
-    slope (Theil-Sen, robust to a burst) estimates that drift; when it is
-    significant the effect is moved by slope x gap between the windows and the
-    slope's uncertainty is added to the standard error."""
+    Only ever applied to the baseline: a slow stretch there makes any variant
+    look better, while removing one from the variant could hide a variant that
+    stalls.  A burst rarely starts on a batch edge, so slower-than-typical
+    neighbours of a flagged batch go too.  At most 40% of the batches go; beyond
+    that nobody can say which part of the window was normal.  The spread comes
+    from the calmer arm, since a burst inflates its own arm's MAD; a too small
+    spread only drops more baseline batches, which never favours KEEP."""
+    y = arm.log_medians
+    scale = min(
+        float(stats.median_abs_deviation(y, scale="normal")),
+        float(stats.median_abs_deviation(other.log_medians, scale="normal")),
+    )
+    if z <= 0 or scale <= 0:
+        return arm, 0
+    centre = float(np.median(y))
+    slow = y > centre + z * scale
+    if not slow.any():
+        return arm, 0
+    near = np.zeros_like(slow)
+    near[1:] |= slow[:-1]
+    near[:-1] |= slow[1:]
+    slow |= near & (y > centre + z / 2 * scale)
+    dropped = int(slow.sum())
+    if dropped > 0.4 * y.size:
+        return arm, 0
+    keep = ~slow
+    return Batches(arm.edges, y[keep], arm.centres_s[keep]), dropped
+
+
+def compare_p50(
+    base: Batches, var: Batches, trim: float, drift_alpha: float, burst_z: float
+) -> Shift:
+    """Welch (or Yuen, with trim) comparison of batch log-medians, with drift.
+
+    Baseline and variant windows follow each other in time, so a drift of the
+    server between them looks like an effect.  The pooled within-window slope
+    (Theil-Sen, robust to a burst) estimates that drift; when it is significantly
+    negative (the server getting faster, which flatters the later variant) the
+    effect is moved by the slope's confidence bound x the gap between the
+    windows, the least drift the data support.  A rising trend is left alone:
+    it only biases against KEEP, and "correcting" it would turn a burst late in
+    the baseline into a false win."""
+    base, dropped = drop_disturbed(base, var, burst_z)
     yb, yv = base.log_medians, var.log_medians
     result = stats.ttest_ind(yv, yb, equal_var=False, trim=trim)
     df = float(result.df)
     if math.isfinite(float(result.statistic)):
-        # The interval is symmetric around the trimmed-mean difference.
+        # The interval is symmetric around the (trimmed) mean difference.
         ci = result.confidence_interval(0.95)
         estimate = float(ci.high + ci.low) / 2
         se = float(ci.high - ci.low) / (2 * _t_quantile(df, 0.975))
@@ -168,7 +208,7 @@ def compare_p50(base: Batches, var: Batches, trim: float, drift_alpha: float) ->
         # Both arms' batch medians are constant: no spread to measure.
         estimate = float(stats.trim_mean(yv, trim) - stats.trim_mean(yb, trim))
         se, df = 0.0, math.inf
-    shift = Shift(estimate, abs(se), df if df > 0 else math.inf)
+    shift = Shift(estimate, abs(se), df if df > 0 else math.inf, dropped=dropped)
     if drift_alpha <= 0:
         return shift
     return _drift_corrected(shift, base, var, drift_alpha)
@@ -188,29 +228,33 @@ def _drift_corrected(
     )
     if np.ptp(tc) <= 0 or yc.size < 6:
         return shift
-    fit = stats.theilslopes(yc, tc, alpha=1 - drift_alpha)
-    low, high = float(fit.low_slope), float(fit.high_slope)
-    if low <= 0 <= high:
+    # high = one-sided upper confidence bound of the slope at 1 - drift_alpha.
+    fit = stats.theilslopes(yc, tc, alpha=1 - 2 * drift_alpha)
+    high = float(fit.high_slope)
+    if high >= 0:
         return shift
     gap_s = float(var.centres_s.mean() - base.centres_s.mean())
-    slope_se = (high - low) / (2 * float(special.ndtri(1 - drift_alpha / 2)))
-    extra = (slope_se * gap_s) ** 2
-    se = math.sqrt(shift.se**2 + extra)
-    # Welch-Satterthwaite: the slope term counts as a normal (infinite-df) part.
-    df = (
-        se**4 / (shift.se**4 / shift.df)
-        if shift.se > 0 and math.isfinite(shift.df)
-        else math.inf
+    # Subtract only the drift the data prove (the bound nearest zero), not the
+    # point slope: extrapolating a noisy slope over the gap would swamp the
+    # interval, and a spurious trigger in a steady run then costs almost nothing.
+    correction = -high * gap_s
+    return Shift(
+        shift.log_ratio + correction,
+        shift.se,
+        shift.df,
+        float(fit.slope),
+        shift.dropped,
+        correction,
     )
-    return Shift(shift.log_ratio - float(fit.slope) * gap_s, se, df, float(fit.slope))
 
 
 def design_effect(flags: BoolArray, edges: NDArray[np.intp]) -> float:
     """Variance inflation of a count from clustering in time (>= 1).
 
-    Errors come in bursts; comparing the batch-to-batch spread of the error rate
-    with the binomial spread tells how many independent requests the count is
-    really worth."""
+    Errors come in bursts; the batch-to-batch spread of the error rate, against
+    the binomial spread, tells how many independent requests the count is worth.
+    Applied only when that overdispersion is significant (chi-square dispersion
+    test at 5%): a noisy ratio clipped at 1 would otherwise always inflate."""
     counts = np.add.reduceat(flags.astype(np.float64), edges[:-1])
     sizes = np.diff(edges).astype(np.float64)
     if counts.size < 3 or float(sizes.min()) <= 0:
@@ -218,9 +262,12 @@ def design_effect(flags: BoolArray, edges: NDArray[np.intp]) -> float:
     p = float(counts.sum() / sizes.sum())
     if p <= 0 or p >= 1:
         return 1.0
-    observed = float(np.var(counts / sizes, ddof=1))
-    expected = p * (1 - p) / float(sizes.mean())
-    return max(1.0, observed / expected)
+    expected = sizes * p
+    dispersion = float(np.sum((counts - expected) ** 2 / (expected * (1 - p))))
+    dof = counts.size - 1
+    if float(stats.chi2.sf(dispersion, dof)) >= 0.05:
+        return 1.0
+    return max(1.0, dispersion / dof)
 
 
 def effective_counts(k: int, n: int, deff: float) -> tuple[int, int]:
@@ -257,18 +304,21 @@ def _wilson(k: int, n: int, confidence: float) -> tuple[float, float]:
     return float(lower.low), float(upper.high)
 
 
-def tail_exceedance_p(
+def tail_regression_p(
     base_ms: FloatArray, var_ms: FloatArray, q: float, limit_pct: float
-) -> tuple[float, int, float]:
-    """Test "variant's q-quantile is above (1 + limit) x baseline's".
+) -> float:
+    """One-sided p-value of "variant's q-quantile > (1 + limit) x baseline's".
 
-    Counts variant requests slower than that bound; if the variant's quantile
-    were within the limit, at most a (1 - q) share could be.  Returns the
-    one-sided binomial p-value, the count and the bound in ms."""
-    bound_ms = float(np.quantile(base_ms, q)) * (1 + limit_pct / 100)
-    k = int(np.count_nonzero(var_ms > bound_ms))
-    p = float(stats.binomtest(k, var_ms.size, 1 - q, alternative="greater").pvalue)
-    return p, k, bound_ms
+    Two-sample quantile test: divide the variant by (1 + limit), take the
+    q-quantile of both arms pooled, and compare how many requests of each arm lie
+    above it with Fisher's exact test.  Unlike comparing with the baseline's
+    quantile as if it were exact, this carries the noise of both tails."""
+    scaled = var_ms / (1 + limit_pct / 100)
+    cut = float(np.quantile(np.concatenate([base_ms, scaled]), q))
+    kb = int(np.count_nonzero(base_ms > cut))
+    kv = int(np.count_nonzero(scaled > cut))
+    table = [[kv, scaled.size - kv], [kb, base_ms.size - kb]]
+    return float(stats.fisher_exact(table, alternative="greater").pvalue)
 
 
 def look_alpha(alpha: float, fraction: float | None, final: bool) -> float:
