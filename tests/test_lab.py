@@ -155,7 +155,7 @@ def test_serves_static_app_and_big(lab: LabInfo) -> None:
 
     status, headers, body, _ = get(lab.url + "/big/", {"Accept-Encoding": "gzip"})
     assert status == 200 and "Content-Encoding" not in headers
-    assert 250_000 <= len(body) <= 270_000
+    assert 45_000 <= len(body) <= 49_152
     json.loads(body)
 
 
