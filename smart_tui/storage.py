@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import sqlite_utils
 
@@ -32,7 +32,7 @@ def utc_now() -> str:
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["runs"].create(
+    db.table("runs").create(
         {
             "id": str,
             "experiment_id": str,
@@ -49,8 +49,8 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["runs"].create_index(["experiment_id", "started_at"])
-    db["phases"].create(
+    db.table("runs").create_index(["experiment_id", "started_at"])
+    db.table("phases").create(
         {
             "id": int,
             "run_id": str,
@@ -64,7 +64,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("run_id", "runs", "id")],
     )
-    db["windows"].create(
+    db.table("windows").create(
         {
             "id": int,
             "run_id": str,
@@ -76,7 +76,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("run_id", "runs", "id")],
     )
-    db["seconds"].create(
+    db.table("seconds").create(
         {
             "window_id": int,
             "second": int,
@@ -86,7 +86,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk=("window_id", "second"),
         foreign_keys=[("window_id", "windows", "id")],
     )
-    db["samples"].create(
+    db.table("samples").create(
         {
             "window_id": int,
             "encoding": str,
@@ -95,7 +95,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="window_id",
         foreign_keys=[("window_id", "windows", "id")],
     )
-    db["decisions"].create(
+    db.table("decisions").create(
         {
             "id": int,
             "run_id": str,
@@ -110,7 +110,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         foreign_keys=[("run_id", "runs", "id")],
     )
-    db["events"].create(
+    db.table("events").create(
         {
             "id": int,
             "at": str,
@@ -121,7 +121,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk="id",
     )
-    db["events"].create_index(["run_id"])
+    db.table("events").create_index(["run_id"])
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
@@ -198,7 +198,7 @@ class Store:
         settings: Mapping[str, Any],
     ) -> None:
         with self.db.conn:
-            self.db["runs"].insert(
+            self.db.table("runs").insert(
                 {
                     "id": run_id,
                     "experiment_id": experiment_id,
@@ -221,7 +221,7 @@ class Store:
         error: str | None = None,
     ) -> None:
         with self.db.conn:
-            self.db["runs"].update(
+            self.db.table("runs").update(
                 run_id,
                 {
                     "finished_at": utc_now(),
@@ -235,13 +235,13 @@ class Store:
     def runs(self, limit: int = 50, experiment_id: str | None = None) -> list[RunRow]:
         where = "experiment_id = ?" if experiment_id else None
         params = [experiment_id] if experiment_id else None
-        rows = self.db["runs"].rows_where(
+        rows = self.db.table("runs").rows_where(
             where, params, order_by="started_at desc, rowid desc", limit=limit
         )
         return [RunRow.from_row(row) for row in rows]
 
     def run(self, run_id: str) -> RunRow | None:
-        for row in self.db["runs"].rows_where("id = ?", [run_id]):
+        for row in self.db.table("runs").rows_where("id = ?", [run_id]):
             return RunRow.from_row(row)
         return None
 
@@ -249,7 +249,7 @@ class Store:
 
     def start_phase(self, run_id: str, name: str, variant: str | None) -> int:
         with self.db.conn:
-            table = self.db["phases"].insert(
+            table = self.db.table("phases").insert(
                 {
                     "run_id": run_id,
                     "name": name,
@@ -258,17 +258,19 @@ class Store:
                     "status": "running",
                 }
             )
-        return int(table.last_pk)
+        return int(cast(int, table.last_pk))
 
     def finish_phase(self, phase_id: int, status: str, detail: str = "") -> None:
         with self.db.conn:
-            self.db["phases"].update(
+            self.db.table("phases").update(
                 phase_id,
                 {"finished_at": utc_now(), "status": status, "detail": detail},
             )
 
     def phases(self, run_id: str) -> list[dict[str, Any]]:
-        return list(self.db["phases"].rows_where("run_id = ?", [run_id], order_by="id"))
+        return list(
+            self.db.table("phases").rows_where("run_id = ?", [run_id], order_by="id")
+        )
 
     # Measurements
 
@@ -284,7 +286,7 @@ class Store:
         """Store one measured window: its summary, per-second figures and histograms,
         and the raw samples the decision used (``(encoding, data)``)."""
         with self.db.conn:
-            table = self.db["windows"].insert(
+            table = self.db.table("windows").insert(
                 {
                     "run_id": run_id,
                     "variant": variant,
@@ -293,8 +295,8 @@ class Store:
                     "summary": _dumps(summary),
                 }
             )
-            window_id = int(table.last_pk)
-            self.db["seconds"].insert_all(
+            window_id = int(cast(int, table.last_pk))
+            self.db.table("seconds").insert_all(
                 {
                     "window_id": window_id,
                     "second": second,
@@ -305,17 +307,19 @@ class Store:
             )
             if samples is not None:
                 encoding, data = samples
-                self.db["samples"].insert(
+                self.db.table("samples").insert(
                     {"window_id": window_id, "encoding": encoding, "data": data}
                 )
         return window_id
 
     def windows(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self.db["windows"].rows_where("run_id = ?", [run_id], order_by="id")
+        rows = self.db.table("windows").rows_where(
+            "run_id = ?", [run_id], order_by="id"
+        )
         return [{**row, "summary": json.loads(row["summary"])} for row in rows]
 
     def seconds(self, window_id: int) -> list[dict[str, Any]]:
-        rows = self.db["seconds"].rows_where(
+        rows = self.db.table("seconds").rows_where(
             "window_id = ?", [window_id], order_by="second"
         )
         return [{**json.loads(row["stats"]), "second": row["second"]} for row in rows]
@@ -334,7 +338,7 @@ class Store:
         acted: str,
     ) -> int:
         with self.db.conn:
-            table = self.db["decisions"].insert(
+            table = self.db.table("decisions").insert(
                 {
                     "run_id": run_id,
                     "variant": variant,
@@ -346,10 +350,12 @@ class Store:
                     "acted": acted,
                 }
             )
-        return int(table.last_pk)
+        return int(cast(int, table.last_pk))
 
     def decisions(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self.db["decisions"].rows_where("run_id = ?", [run_id], order_by="id")
+        rows = self.db.table("decisions").rows_where(
+            "run_id = ?", [run_id], order_by="id"
+        )
         return [
             {
                 **row,
@@ -363,7 +369,7 @@ class Store:
         self, kind: str, message: str, *, run_id: str | None = None, level: str = "info"
     ) -> None:
         with self.db.conn:
-            self.db["events"].insert(
+            self.db.table("events").insert(
                 {
                     "at": utc_now(),
                     "run_id": run_id,
@@ -379,5 +385,7 @@ class Store:
         where = "run_id = ?" if run_id else None
         params = [run_id] if run_id else None
         return list(
-            self.db["events"].rows_where(where, params, order_by="id desc", limit=limit)
+            self.db.table("events").rows_where(
+                where, params, order_by="id desc", limit=limit
+            )
         )

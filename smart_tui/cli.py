@@ -1,0 +1,166 @@
+"""The ``smart-tui`` command: argument parsing and the headless front end.
+
+Results go to stdout, diagnostics to stderr. Every ``SmartError`` becomes one
+``smart-tui: <title>: <message>`` line and its exit code; only a bug shows a
+traceback. With no arguments the Textual app opens (imported only then)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from smart_tui import __version__
+from smart_tui.errors import ConfigError, ExitCode, Interrupted, SmartError
+
+log = logging.getLogger("smart_tui")
+
+# Flags that are shorthands for `--set KEY=VALUE`.
+_SETTING_FLAGS = {
+    "baseline_seconds": "BASELINE_SECONDS",
+    "experiment_seconds": "EXPERIMENT_SECONDS",
+    "cooldown_seconds": "COOLDOWN_SECONDS",
+    "settle_seconds": "SETTLE_SECONDS",
+    "target_url": "TARGET_URL",
+    "policy": "DECISION_POLICY",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="smart-tui",
+        description=(
+            "Run performance experiments on a live nginx and keep only what the "
+            "evidence supports. Without a command, opens the terminal app."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=__version__)
+    parser.add_argument(
+        "--config", type=Path, help="smart.conf to read (default: SMART_CONFIG, ./)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one smart.conf setting (repeatable)",
+    )
+    parser.add_argument(
+        "--run-once",
+        action="store_true",
+        help="run one experiment headless (the timer's command) and exit",
+    )
+    parser.add_argument(
+        "--experiment", metavar="ID", help="with --run-once: which experiment to run"
+    )
+    parser.add_argument("--baseline-seconds", metavar="S")
+    parser.add_argument("--experiment-seconds", metavar="S")
+    parser.add_argument("--cooldown-seconds", metavar="S")
+    parser.add_argument("--settle-seconds", metavar="S")
+    parser.add_argument("--target-url", metavar="URL")
+    parser.add_argument("--policy", choices=["stats", "seed"], help="decision policy")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="log warnings and errors only"
+    )
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("list", help="list experiments and whether they are valid")
+    commands.add_parser(
+        "check-config", help="print every setting, its value and where it came from"
+    )
+    lab = commands.add_parser("lab", help="the private nginx lab on 127.0.0.1")
+    lab.add_argument("action", choices=["start", "stop", "status"])
+    lab.add_argument("--port", type=int, help="with start: port (default: a free one)")
+    lab.add_argument(
+        "--reset", action="store_true", help="with start: rewrite the baseline config"
+    )
+    probe = commands.add_parser("probe", help="measure a URL at a fixed request rate")
+    probe.add_argument("url")
+    probe.add_argument("--rate", type=float, default=100.0, help="req/s; 0 = max")
+    probe.add_argument("--duration", type=float, default=10.0, help="seconds")
+    probe.add_argument("--connections", type=int, default=16)
+    probe.add_argument("--json", action="store_true", help="one JSON object")
+    history = commands.add_parser("history", help="past runs and their decisions")
+    history.add_argument("--limit", type=int, default=20)
+    commands.add_parser("dashboard", help="rewrite the HTML dashboard now")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(
+                f"--set {item!r}: expected KEY=VALUE, e.g. --set IMPROVE_PCT=5"
+            )
+        overrides[key.strip().upper()] = value
+    for attribute, key in _SETTING_FLAGS.items():
+        value = getattr(args, attribute)
+        if value is not None:
+            overrides[key] = str(value)
+    return overrides
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    # journald adds its own timestamps; keep lines plain and greppable.
+    handler.setFormatter(logging.Formatter("smart-tui: %(levelname)s %(message)s"))
+    root = logging.getLogger("smart_tui")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
+    root.propagate = False
+
+
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(f"stopped by {signal.Signals(signum).name}; reverted to baseline")
+
+
+def _install_signal_handlers() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupted)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.quiet)
+    try:
+        return _dispatch(parser, args)
+    except SmartError as exc:
+        print(f"smart-tui: {exc.title}: {exc.message}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("smart-tui: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    from smart_tui import commands
+
+    if args.command == "probe":
+        return commands.probe(args)
+    settings = commands.settings_from(args.config, _overrides(args))
+    if args.run_once:
+        if args.command:
+            parser.error("--run-once takes no COMMAND")
+        _install_signal_handlers()
+        return commands.run_once(settings, args.experiment)
+    if args.experiment:
+        parser.error("--experiment goes with --run-once")
+    if args.command == "list":
+        return commands.list_experiments(settings)
+    if args.command == "check-config":
+        return commands.check_config(settings)
+    if args.command == "lab":
+        return commands.lab(settings, args.action, args.port, args.reset)
+    if args.command == "history":
+        return commands.history(settings, args.limit)
+    if args.command == "dashboard":
+        return commands.dashboard(settings)
+    return commands.open_app(settings)
