@@ -9,6 +9,7 @@ instead of being averaged away by a large sample count."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -197,7 +198,14 @@ def compare_p50(
     the baseline into a false win."""
     base, dropped = drop_disturbed(base, var, burst_z)
     yb, yv = base.log_medians, var.log_medians
-    result = stats.ttest_ind(yv, yb, equal_var=False, trim=trim)
+    if np.ptp(yb) == 0 and np.ptp(yv) == 0:
+        # Constant batch medians (e.g. a quantised timer): the data are exact.
+        return Shift(float(yv[0] - yb[0]), 0.0, math.inf, dropped=dropped)
+    with warnings.catch_warnings():
+        # One constant arm is legitimate here (every request timed out); scipy
+        # warns about precision, but the other arm's spread carries the test.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_ind(yv, yb, equal_var=False, trim=trim)
     df = float(result.df)
     if math.isfinite(float(result.statistic)):
         # The interval is symmetric around the (trimmed) mean difference.
@@ -226,12 +234,12 @@ def _drift_corrected(
             var.log_medians - var.log_medians.mean(),
         ]
     )
-    if np.ptp(tc) <= 0 or yc.size < 6:
+    if np.ptp(tc) <= 0 or np.ptp(yc) <= 0 or yc.size < 6:
         return shift
     # high = one-sided upper confidence bound of the slope at 1 - drift_alpha.
     fit = stats.theilslopes(yc, tc, alpha=1 - 2 * drift_alpha)
     high = float(fit.high_slope)
-    if high >= 0:
+    if not high < 0:  # also when the bound is NaN
         return shift
     gap_s = float(var.centres_s.mean() - base.centres_s.mean())
     # Subtract only the drift the data prove (the bound nearest zero), not the
@@ -315,8 +323,9 @@ def tail_regression_p(
     quantile as if it were exact, this carries the noise of both tails."""
     scaled = var_ms / (1 + limit_pct / 100)
     cut = float(np.quantile(np.concatenate([base_ms, scaled]), q))
-    kb = int(np.count_nonzero(base_ms > cut))
-    kv = int(np.count_nonzero(scaled > cut))
+    # ">=": stalls or timeouts often share one value, which can be the cut.
+    kb = int(np.count_nonzero(base_ms >= cut))
+    kv = int(np.count_nonzero(scaled >= cut))
     table = [[kv, scaled.size - kv], [kb, base_ms.size - kb]]
     return float(stats.fisher_exact(table, alternative="greater").pvalue)
 
