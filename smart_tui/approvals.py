@@ -11,16 +11,18 @@ import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from smart_tui import experiments
 from smart_tui.config import Settings
 from smart_tui.errors import ApplyFailed, SmartError
 from smart_tui.lock import RunLock
-from smart_tui.runner import Target, resolve_target
 from smart_tui.scripts import run_command
 from smart_tui.snapshot import Snapshot
 from smart_tui.storage import Store
+
+if TYPE_CHECKING:
+    from smart_tui.runner import Target
 
 log = logging.getLogger("smart_tui.approvals")
 
@@ -145,6 +147,9 @@ def _script_env(
 
 def _apply_variant(settings: Settings, item: PendingDecision) -> None:
     """Apply ``item``'s variant and prove it is live, or raise ``ApplyFailed``."""
+    # The runner pulls in the statistics stack (scipy, ~1 s): only when applying.
+    from smart_tui.runner import resolve_target
+
     experiment = experiments.find(settings.experiments_path, item.experiment_id)
     variant = experiment.variant(item.variant)
     target = resolve_target(settings)

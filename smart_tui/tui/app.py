@@ -34,6 +34,7 @@ from smart_tui.errors import ConfigError, ExperimentError, Interrupted, SmartErr
 from smart_tui.experiments import BrokenExperiment, Experiment, discover
 from smart_tui.storage import Store
 from smart_tui.tui import model
+from smart_tui.tui.control import RunControl
 from smart_tui.tui.live_state import LiveState, from_database
 from smart_tui.tui.messages import (
     ApprovalDone,
@@ -42,7 +43,6 @@ from smart_tui.tui.messages import (
     SecondMeasured,
     VariantDecided,
 )
-from smart_tui.tui.runs import RunControl, run_from_app
 from smart_tui.tui.screens.approvals import ApprovalsScreen, opposite
 from smart_tui.tui.screens.config_editor import ConfigScreen
 from smart_tui.tui.screens.confirm import ConfirmScreen
@@ -222,6 +222,9 @@ class SmartApp(App[int]):
 
     @work(thread=True, exit_on_error=False, group="run")
     def _run_worker(self, experiment: Experiment, control: RunControl) -> None:
+        # Imported here: the runner loads scipy (~1 s), which startup does not need.
+        from smart_tui.tui.runs import run_from_app
+
         try:
             outcome = run_from_app(
                 self.settings, experiment, control, self.post_message

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from textual.message import Message
 
@@ -20,19 +19,10 @@ from smart_tui.lock import RunLock
 from smart_tui.probe import SecondStats
 from smart_tui.runner import Observer, RunOutcome, run_experiment
 from smart_tui.storage import Store
+from smart_tui.tui.control import RunControl
 from smart_tui.tui.messages import PhaseBegan, SecondMeasured, VariantDecided
 
 Post = Callable[[Message], object]
-
-
-@dataclass
-class RunControl:
-    """Shared between the app and one run's thread: ``stop`` asks the run to revert
-    and end; ``done`` is set once the thread has let go of nginx and the lock."""
-
-    experiment_id: str
-    stop: threading.Event = field(default_factory=threading.Event)
-    done: threading.Event = field(default_factory=threading.Event)
 
 
 class AppObserver(Observer):
