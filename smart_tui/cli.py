@@ -13,9 +13,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from smart_tui import __version__
 from smart_tui.errors import ConfigError, ExitCode, Interrupted, SmartError
+
+if TYPE_CHECKING:
+    from smart_tui.config import Settings
 
 log = logging.getLogger("smart_tui")
 
@@ -56,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one experiment headless (the timer's command) and exit",
     )
     parser.add_argument(
-        "--experiment", metavar="ID", help="with --run-once: which experiment to run"
+        "--experiment",
+        metavar="ID",
+        help="with --run-once: run this experiment (default: the queue's next item)",
     )
     parser.add_argument("--baseline-seconds", metavar="S")
     parser.add_argument("--experiment-seconds", metavar="S")
@@ -88,6 +94,18 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="past runs and their decisions")
     history.add_argument("--limit", type=int, default=20)
     commands.add_parser("dashboard", help="rewrite the HTML dashboard now")
+    queue = commands.add_parser("queue", help="what the next --run-once runs")
+    queue_actions = queue.add_subparsers(dest="queue_action", metavar="ACTION")
+    queue_actions.required = True
+    queue_add = queue_actions.add_parser("add", help="append experiments to the queue")
+    queue_add.add_argument("experiment_ids", nargs="+", metavar="ID")
+    queue_add.add_argument(
+        "--after", metavar="TIME", help="not before this ISO 8601 time (UTC if bare)"
+    )
+    queue_actions.add_parser("list", help="the waiting items, next first")
+    queue_remove = queue_actions.add_parser("remove", help="remove items by #number")
+    queue_remove.add_argument("item_ids", nargs="+", type=int, metavar="N")
+    queue_actions.add_parser("clear", help="remove every waiting item")
     return parser
 
 
@@ -140,6 +158,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(ExitCode.INTERRUPTED)
 
 
+def _queue(args: argparse.Namespace, settings: Settings) -> int:
+    from smart_tui import commands
+
+    if args.queue_action == "add":
+        return commands.queue_add(settings, args.experiment_ids, args.after)
+    if args.queue_action == "remove":
+        return commands.queue_remove(settings, args.item_ids)
+    if args.queue_action == "clear":
+        return commands.queue_clear(settings)
+    return commands.queue_list(settings)
+
+
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from smart_tui import commands
 
@@ -163,4 +193,6 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return commands.history(settings, args.limit)
     if args.command == "dashboard":
         return commands.dashboard(settings)
+    if args.command == "queue":
+        return _queue(args, settings)
     return commands.open_app(settings)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from smart_tui import experiments as experiments_mod
+from smart_tui import queue as queue_mod
 from smart_tui.config import Settings, describe, format_rows, load_settings
 from smart_tui.errors import ExitCode, NothingToDo
 from smart_tui.experiments import BrokenExperiment, Experiment
@@ -23,41 +24,55 @@ def settings_from(config: Path | None, overrides: Mapping[str, str]) -> Settings
     return load_settings(config_path=config, overrides=overrides)
 
 
-def _choose_experiment(settings: Settings, experiment_id: str | None) -> Experiment:
+def _choose_experiment(
+    settings: Settings, experiment_id: str | None
+) -> tuple[Experiment, str]:
+    """The experiment to run and why: ``--experiment``, else the next due queue
+    item (taken out of the queue), else a kept change due for a recheck."""
     if experiment_id:
-        return experiments_mod.find(settings.experiments_path, experiment_id)
-    entries = experiments_mod.discover(settings.experiments_path)
-    valid = [entry for entry in entries if isinstance(entry, Experiment)]
-    if not valid:
-        raise NothingToDo(
-            f"no valid experiment in {settings.experiments_path}; "
-            "see `smart-tui list` for what is wrong"
-        )
-    # Without a queue (yet), the experiment run longest ago goes next.
+        return experiments_mod.find(settings.experiments_path, experiment_id), "cli"
     store = Store(settings.database_path)
     try:
-        last_started = {
-            entry.id: next(
-                (run.started_at for run in store.runs(1, experiment_id=entry.id)), ""
-            )
-            for entry in valid
-        }
+        item = queue_mod.take_next_due(store)
+        if item is not None:
+            # Taken before the run: an experiment that keeps failing cannot wedge
+            # the queue; its failed run stays in the history.
+            found = experiments_mod.find(settings.experiments_path, item.experiment_id)
+            return found, "queue"
+        valid = [
+            entry.id
+            for entry in experiments_mod.discover(settings.experiments_path)
+            if isinstance(entry, Experiment)
+        ]
+        due = queue_mod.recheck_due(store, valid, settings.recheck_days)
+        waiting = len(queue_mod.items(store))
     finally:
         store.close()
-    return min(valid, key=lambda entry: (last_started[entry.id], entry.id))
+    if due is not None:
+        found = experiments_mod.find(settings.experiments_path, due.experiment_id)
+        return found, "recheck"
+    later = f" ({waiting} waiting for a later time)" if waiting else ""
+    raise NothingToDo(
+        f"the queue is empty{later} and no kept change is older than RECHECK_DAYS="
+        f"{settings.recheck_days:g}; add one with `smart-tui queue add ID`"
+    )
 
 
 def run_once(settings: Settings, experiment_id: str | None) -> int:
     from smart_tui.progress import make_observer
 
     with RunLock(settings.var_path / "run.lock", "smart-tui --run-once") as lock:
-        experiment = _choose_experiment(settings, experiment_id)
+        experiment, why = _choose_experiment(settings, experiment_id)
         lock.update(f"a run of {experiment.id}")
         store = Store(settings.database_path)
         try:
             with make_observer(sys.stderr) as observer:
                 outcome = run_experiment(
-                    settings, experiment, store, observer=observer, trigger="run-once"
+                    settings,
+                    experiment,
+                    store,
+                    observer=observer,
+                    trigger="run-once" if why == "cli" else f"run-once:{why}",
                 )
         finally:
             store.close()
@@ -78,6 +93,56 @@ def print_outcome(outcome: RunOutcome) -> None:
         print(f"records:    {outcome.run_dir}")
     if outcome.dashboard_path:
         print(f"dashboard:  {outcome.dashboard_path}")
+
+
+def queue_add(settings: Settings, experiment_ids: list[str], after: str | None) -> int:
+    not_before = queue_mod.normalise_time(after) if after else ""
+    for experiment_id in experiment_ids:
+        # An unknown or broken experiment is refused now, not at 3 a.m.
+        experiments_mod.find(settings.experiments_path, experiment_id)
+    store = Store(settings.database_path)
+    try:
+        for experiment_id in experiment_ids:
+            item = queue_mod.add(store, experiment_id, not_before=not_before)
+            print(f"queued #{item.id}: {item.experiment_id}")
+    finally:
+        store.close()
+    return int(ExitCode.OK)
+
+
+def queue_list(settings: Settings) -> int:
+    store = Store(settings.database_path)
+    try:
+        waiting = queue_mod.items(store)
+    finally:
+        store.close()
+    if not waiting:
+        print("the queue is empty; add an experiment with `smart-tui queue add ID`")
+    for order, item in enumerate(waiting, start=1):
+        when = f"  not before {item.not_before}" if item.not_before else ""
+        print(f"{order:>3}. #{item.id:<5} {item.experiment_id}{when}")
+    return int(ExitCode.OK)
+
+
+def queue_remove(settings: Settings, item_ids: list[int]) -> int:
+    store = Store(settings.database_path)
+    try:
+        for item_id in item_ids:
+            item = queue_mod.remove(store, item_id)
+            print(f"removed #{item.id}: {item.experiment_id}")
+    finally:
+        store.close()
+    return int(ExitCode.OK)
+
+
+def queue_clear(settings: Settings) -> int:
+    store = Store(settings.database_path)
+    try:
+        count = queue_mod.clear(store)
+    finally:
+        store.close()
+    print(f"removed {count} item(s); the queue is empty")
+    return int(ExitCode.OK)
 
 
 def list_experiments(settings: Settings) -> int:

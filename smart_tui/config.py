@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shlex
 import stat
 import tempfile
@@ -79,6 +80,10 @@ def _is_http_url(value: str) -> bool:
     except ValueError:  # e.g. an unbalanced [ in an IPv6 host
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+# A systemd time span: numbers with optional units, e.g. "30min", "1h 30m", "0".
+_TIME_SPAN = re.compile(r"(?:\d+(?:\.\d+)?\s*(?:us|ms|s|sec|m|min|h|hr|d|w)?\s*)+")
 
 
 class Settings(BaseSettings):
@@ -195,6 +200,31 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _field(
         "INFO", "Log verbosity.", "DEBUG, INFO, WARNING or ERROR"
     )
+    recheck_days: float = _field(
+        30,
+        "Re-test a kept change after this many days to catch drift; 0 = never.",
+        "days >= 0",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    timer_schedule: str = _field(
+        "*-*-* 03:00:00",
+        "When the systemd timer runs --run-once (OnCalendar=); install.sh reads it.",
+        "a systemd calendar event",
+        "'*-*-* 03:00:00'",
+    )
+    timer_random_delay: str = _field(
+        "30min",
+        "Random delay added to each timer start (RandomizedDelaySec=).",
+        "a systemd time span such as 30min, 1h or 0",
+        "30min",
+    )
+    metrics_path: str = _field(
+        "",
+        "node_exporter textfile written after each run; empty = off.",
+        "empty or a file path ending in .prom",
+        "/var/lib/prometheus/node-exporter/smart.prom",
+    )
 
     _config_file: Path | None = PrivateAttr(default=None)
     _config_reason: str = PrivateAttr(default="defaults only")
@@ -215,6 +245,29 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str) -> str:
         if value and not _is_http_url(value):
             raise ValueError("is not an http(s):// URL")
+        return value
+
+    @field_validator("timer_schedule", "timer_random_delay")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        # Rendered into a unit file: a newline would smuggle in another directive.
+        if not value.strip() or any(char in value for char in "\n\r\0"):
+            raise ValueError("must be one non-empty line")
+        return value.strip()
+
+    @field_validator("timer_random_delay")
+    @classmethod
+    def _time_span(cls, value: str) -> str:
+        if not _TIME_SPAN.fullmatch(value):
+            raise ValueError("is not a systemd time span")
+        return value
+
+    @field_validator("metrics_path")
+    @classmethod
+    def _prom_file(cls, value: str) -> str:
+        # node_exporter's textfile collector reads only *.prom files.
+        if value and not value.endswith(".prom"):
+            raise ValueError("must end in .prom (node_exporter reads only those)")
         return value
 
     @field_validator("nginx_cmd")
@@ -286,6 +339,13 @@ class Settings(BaseSettings):
     @property
     def www_path(self) -> Path:
         return self.resolve_path(self.www_dir)
+
+    @property
+    def metrics_file(self) -> Path | None:
+        """METRICS_PATH resolved against BASE_DIR; None means no metrics file."""
+        if not self.metrics_path:
+            return None
+        return self.resolve_path(Path(self.metrics_path).expanduser())
 
     @property
     def nginx_conf_path(self) -> Path | None:

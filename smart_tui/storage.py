@@ -124,7 +124,25 @@ def _v1(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["run_id"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2_queue(db: sqlite_utils.Database) -> None:
+    # The experiments waiting to run, in `position` order; `not_before` (UTC ISO,
+    # empty = at once) lets an item wait. A run takes its item out, so the queue
+    # never holds finished work: history is the runs table.
+    db.table("queue").create(
+        {
+            "id": int,
+            "position": int,
+            "experiment_id": str,
+            "added_at": str,
+            "not_before": str,
+            "reason": str,  # manual, app...
+        },
+        pk="id",
+    )
+    db.table("queue").create_index(["position"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2_queue]
 
 
 @dataclass(frozen=True)
