@@ -22,7 +22,7 @@ from smart_tui.snapshot import Snapshot
 from smart_tui.storage import Store
 
 if TYPE_CHECKING:
-    from smart_tui.runner import Target
+    from smart_tui.target import Target
 
 log = logging.getLogger("smart_tui.approvals")
 
@@ -148,7 +148,7 @@ def _script_env(
 def _apply_variant(settings: Settings, item: PendingDecision) -> None:
     """Apply ``item``'s variant and prove it is live, or raise ``ApplyFailed``."""
     # The runner pulls in the statistics stack (scipy, ~1 s): only when applying.
-    from smart_tui.runner import resolve_target
+    from smart_tui.target import resolve_target
 
     experiment = experiments.find(settings.experiments_path, item.experiment_id)
     variant = experiment.variant(item.variant)

@@ -51,6 +51,8 @@ def _run_view(store: Store, run: RunRow) -> RunView:
     windows = [
         WindowView(variant=row["variant"], role=row["role"], summary=row["summary"])
         for row in store.windows(run.id)
+        # A window still measuring (or cut short) has no summary yet.
+        if row["summary"]
     ]
     return RunView(run=run, windows=windows, decisions=store.decisions(run.id))
 

@@ -30,6 +30,7 @@ _FIELD_HINTS: dict[str, str] = {
     "headers": 'an object of header names to values, e.g. {"Accept-Encoding": "gzip"}',
     "rate_rps": "a request rate >= 0, e.g. 200",
     "touches": 'a list of file paths the scripts edit, e.g. ["/etc/nginx/nginx.conf"]',
+    "marker_header": 'a response header only the variant sends, e.g. "X-Cache-Status"',
 }
 
 
@@ -56,6 +57,7 @@ class ExperimentMeta(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     rate_rps: float | None = Field(default=None, ge=0)
     touches: list[str] = Field(default_factory=list)
+    marker_header: str | None = None
 
     @field_validator("target_url")
     @classmethod

@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import zlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from smart_tui.probe import ProbeResult
+from smart_tui.probe import ProbeResult, SecondStats
 from smart_tui.probe.model import STATUS_UNSENT
 
 CSV_COLUMNS = [
@@ -117,19 +116,16 @@ class RunFiles:
                 row = {key: _finite(value) for key, value in stats.to_dict().items()}
                 writer.writerow({**row, "role": role, "variant": variant})
 
-    @staticmethod
-    def seconds_for_store(
-        result: ProbeResult,
-    ) -> Iterator[tuple[int, dict[str, Any], str | None]]:
-        for stats in result.per_second:
-            figures = {
-                key: _finite(value)
-                for key, value in stats.to_dict().items()
-                if key != "hdr"
-            }
-            yield stats.second, figures, stats.hdr or None
 
-    @staticmethod
-    def samples_for_store(result: ProbeResult) -> tuple[str, bytes]:
-        reservoir = result.to_storage()["reservoir"]
-        return SAMPLES_ENCODING, zlib.compress(json.dumps(reservoir).encode())
+def second_row(stats: SecondStats) -> tuple[int, dict[str, Any], str | None]:
+    """One second as the store keeps it: figures, and the HDR histogram apart."""
+    figures = {
+        key: _finite(value) for key, value in stats.to_dict().items() if key != "hdr"
+    }
+    return stats.second, figures, stats.hdr or None
+
+
+def samples_for_store(result: ProbeResult) -> tuple[str, bytes]:
+    """The bounded reservoir of raw samples, compressed, to recompute a decision."""
+    reservoir = result.to_storage()["reservoir"]
+    return SAMPLES_ENCODING, zlib.compress(json.dumps(reservoir).encode())

@@ -13,34 +13,42 @@ import secrets
 import shlex
 import signal
 import socket
-import time
-from collections.abc import Iterator
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+import jinja2
+
 from smart_tui import dashboard
 from smart_tui.config import Settings, describe
 from smart_tui.decide import decide
-from smart_tui.errors import ApplyFailed, RevertFailed, SmartError, TargetUnreachable
+from smart_tui.errors import (
+    ApplyFailed,
+    Interrupted,
+    RevertFailed,
+    SmartError,
+)
 from smart_tui.experiments import Experiment, Variant
-from smart_tui.lab import Lab
+from smart_tui.journal import Journal, JournalEntry
 from smart_tui.probe import ProbeConfig, ProbeResult, SecondStats, run_probe
-from smart_tui.records import RunFiles, scored_samples, window_summary
-from smart_tui.scripts import Nginx, run_command
+from smart_tui.records import (
+    RunFiles,
+    samples_for_store,
+    scored_samples,
+    second_row,
+    window_summary,
+)
+from smart_tui.scripts import run_command
 from smart_tui.snapshot import Snapshot
-from smart_tui.storage import Store
+from smart_tui.storage import StorageError, Store
+from smart_tui.target import Target, resolve_target
 
 log = logging.getLogger("smart_tui.runner")
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a run measures and changes."""
-
-    url: str
-    nginx: Nginx
 
 
 @dataclass
@@ -84,31 +92,6 @@ def new_run_id(experiment_id: str) -> str:
     return f"{stamp}-{experiment_id}-{secrets.token_hex(2)}"
 
 
-def resolve_target(settings: Settings) -> Target:
-    """The base URL and nginx of this run: smart.conf's, or the running lab's."""
-    lab_info = None
-    if not (settings.target_url and settings.nginx_conf and settings.nginx_cmd):
-        lab_info = Lab(settings.var_path).status()
-        if lab_info is None or not lab_info.running:
-            raise TargetUnreachable(
-                "no target: the lab is not running and TARGET_URL, NGINX_CONF or "
-                "NGINX_CMD is empty in smart.conf; run `smart-tui lab start` or set "
-                "all three"
-            )
-    url = settings.target_url or (lab_info.url if lab_info else "")
-    if settings.nginx_conf:
-        conf = settings.nginx_conf_path or Path(settings.nginx_conf)
-    else:
-        assert lab_info is not None
-        conf = lab_info.nginx_conf
-    if settings.nginx_cmd:
-        command = shlex.split(settings.nginx_cmd)
-    else:
-        assert lab_info is not None
-        command = list(lab_info.nginx_cmd)
-    return Target(url=url, nginx=Nginx(conf=conf, command=command))
-
-
 class Run:
     """The state of one run in progress. Use ``run_experiment``."""
 
@@ -120,7 +103,9 @@ class Run:
         target: Target,
         observer: Observer,
         trigger: str,
+        stop: threading.Event,
     ) -> None:
+        self.stop = stop
         self.settings = settings
         self.experiment = experiment
         self.store = store
@@ -136,9 +121,13 @@ class Run:
         self.snapshot = Snapshot.take(watched)
         self.applied: Variant | None = None
 
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.files.folder / "snapshot"
+
     # Scripts
 
-    def _script_env(self, variant: Variant) -> dict[str, str]:
+    def script_env(self, variant: Variant) -> dict[str, str]:
         return {
             "SMART_NGINX_CONF": str(self.target.nginx.conf),
             "SMART_NGINX": shlex.join(self.target.nginx.command),
@@ -152,58 +141,106 @@ class Run:
         result = run_command(
             command,
             cwd=self.experiment.path,
-            env=self._script_env(variant),
+            env=self.script_env(variant),
             timeout_s=self.settings.script_timeout_seconds,
         )
         return result.ok, result.describe()
 
     def apply(self, variant: Variant) -> None:
-        """Apply ``variant``; an apply that fails or changes nothing raises."""
+        """Apply ``variant`` and prove it is live; raise ``ApplyFailed`` when the
+        command fails, changes no watched file, or nginx did not take it up."""
         phase = self.store.start_phase(self.run_id, "apply", variant.name)
         self.observer.phase("apply", variant.name, 0)
         self.applied = variant
+        before = self.target.watch.snapshot()
         ok, described = self._run_script(variant.apply, variant)
-        if not ok:
-            self.store.finish_phase(phase, "failed", described)
-            raise ApplyFailed(
-                f"{self.experiment.id}: applying {variant.name!r} failed: {described}"
-            )
-        if not self.snapshot.changed():
-            self.store.finish_phase(phase, "failed", "changed no file")
+        problem = None if ok else f"applying {variant.name!r} failed: {described}"
+        if problem is None and not self.snapshot.changed():
             watched = ", ".join(str(path) for path in self.snapshot.files)
-            raise ApplyFailed(
-                f"{self.experiment.id}: `{variant.apply}` exited 0 but changed no "
-                f"watched file ({watched}); fix the script or declare `touches` in "
-                "meta.json"
+            problem = (
+                f"`{variant.apply}` exited 0 but changed no watched file "
+                f"({watched}); fix the script or declare `touches` in meta.json"
             )
+        if problem is None and self.reloads_nginx:
+            not_live = self.target.watch.wait_for_reload(
+                before, self.settings.reload_timeout_seconds
+            )
+            if not_live:
+                problem = f"{variant.name!r} is not live: {not_live}"
+        if problem is None:
+            problem = self._missing_marker(variant, expect=True)
+        if problem is not None:
+            self.store.finish_phase(phase, "failed", problem)
+            raise ApplyFailed(f"{self.experiment.id}: {problem}")
         self.store.finish_phase(phase, "done", described)
 
+    @property
+    def reloads_nginx(self) -> bool:
+        """Experiments that edit the nginx config must leave it reloaded."""
+        return self.target.nginx.conf in self.snapshot.files
+
+    def _missing_marker(self, variant: Variant, *, expect: bool) -> str | None:
+        """Check the experiment's marker header is (or is no longer) in responses."""
+        header = self.experiment.meta.marker_header
+        if not header:
+            return None
+        try:
+            response = httpx.get(self.url, timeout=5.0, headers=self.probe_headers)
+        except httpx.HTTPError as exc:
+            return f"checking marker header {header}: {type(exc).__name__}"
+        if (header in response.headers) == expect:
+            return None
+        state = "missing from" if expect else "still in"
+        return f"marker header {header} is {state} responses for {variant.name!r}"
+
+    @property
+    def probe_headers(self) -> dict[str, str]:
+        return dict(self.experiment.meta.headers)
+
     def revert(self) -> None:
-        """Return to the baseline: the revert command, then proof it worked."""
+        """Return to the baseline: the revert command, then proof it worked. The
+        files come first: a database that fails to record this never stops it."""
         variant = self.applied or self.experiment.baseline
-        phase = self.store.start_phase(self.run_id, "revert", variant.name)
         self.observer.phase("revert", variant.name, 0)
+        before = self.target.watch.snapshot()
         ok, described = self._run_script(self.experiment.meta.revert, variant)
         left = self.snapshot.changed()
         if left:
             # The revert left bytes behind (or failed): the snapshot is the truth.
             names = ", ".join(str(path) for path in left)
             log.warning("revert left %s changed; restoring the snapshot", names)
-            self.store.add_event(
-                "revert-restored",
-                f"{described}; restored {names} from the snapshot",
-                run_id=self.run_id,
-                level="warning",
-            )
             self.snapshot.restore()
             self._reload_checked()
+            described = f"{described}; restored {names} from the snapshot"
         elif not ok:
             # Files are right but the reload may not have happened.
             self._reload_checked()
+        elif self.reloads_nginx:
+            not_live = self.target.watch.wait_for_reload(
+                before, self.settings.reload_timeout_seconds
+            )
+            if not_live:
+                log.warning("after revert: %s; reloading again", not_live)
+                self._reload_checked()
+                described = f"{described}; reloaded again ({not_live})"
         self.applied = None
-        self.store.finish_phase(phase, "done", described)
+        self.record(
+            lambda: self.store.record_phase(
+                self.run_id, "revert", variant.name, "done", described
+            )
+        )
+
+    def record(self, write: Callable[[], object]) -> None:
+        """Write to the database where losing the write must not stop the run's
+        safety work; a failure is logged and the run goes on."""
+        try:
+            write()
+        except (sqlite3.Error, StorageError) as exc:
+            log.error("could not record in %s: %s", self.store.path, exc)
 
     def _reload_checked(self) -> None:
+        """Test and reload the (restored) baseline, and prove nginx took it up."""
+        before = self.target.watch.snapshot()
         test = self.target.nginx.test()
         if not test.ok:
             raise RevertFailed(
@@ -216,13 +253,23 @@ class Run:
                 f"reloading nginx after restore failed: {reload.describe()}; "
                 "check that nginx is running"
             )
+        not_live = self.target.watch.wait_for_reload(
+            before, self.settings.reload_timeout_seconds
+        )
+        if not_live:
+            raise RevertFailed(f"the restored baseline is not live: {not_live}")
 
     # Measuring
 
     def measure(self, role: str, variant: Variant, duration_s: float) -> ProbeResult:
+        """Probe one window. After a reload the first SETTLE_SECONDS are measured
+        and stored but not scored: old workers finish their keep-alive
+        connections then, and the new ones warm their caches."""
         name = "baseline" if role == "baseline" else "measure"
         phase = self.store.start_phase(self.run_id, name, variant.name)
         warmup_s = self.settings.warmup_seconds
+        if role == "variant":
+            warmup_s += self.settings.settle_seconds
         self.observer.phase(name, variant.name, duration_s + warmup_s)
         config = ProbeConfig(
             url=self.url,
@@ -237,20 +284,16 @@ class Run:
             warmup_s=warmup_s,
             headers=dict(self.experiment.meta.headers),
         )
+        window_id = self.store.open_window(self.run_id, variant.name, role)
 
         def on_second(stats: SecondStats) -> None:
+            self.store.add_seconds(window_id, [second_row(stats)])
             self.observer.second(role, variant.name, stats)
 
-        result = run_probe(config, on_second=on_second)
+        result = run_probe(config, on_second=on_second, stop=self.stop)
+        self.check_stop()
         summary = window_summary(result)
-        self.store.add_window(
-            self.run_id,
-            variant.name,
-            role,
-            summary,
-            self.files.seconds_for_store(result),
-            self.files.samples_for_store(result),
-        )
+        self.store.close_window(window_id, summary, samples_for_store(result))
         self.files.append_seconds(role, variant.name, result)
         log.info(
             "%s %s: %d requests, p50 %.2f ms, p99 %.2f ms, 5xx %.2f%%, %.0f/%.0f req/s",
@@ -266,13 +309,54 @@ class Run:
         self.store.finish_phase(phase, "done", "")
         return result
 
+    def check_stop(self) -> None:
+        """Raise ``Interrupted`` if someone asked this run to stop."""
+        if self.stop.is_set():
+            raise Interrupted("run cancelled; reverted to baseline")
+
     def pause(self, name: str, variant: Variant, seconds: float) -> None:
         if seconds <= 0:
             return
         phase = self.store.start_phase(self.run_id, name, variant.name)
         self.observer.phase(name, variant.name, seconds)
-        time.sleep(seconds)
+        self.stop.wait(seconds)
+        self.check_stop()
         self.store.finish_phase(phase, "done", "")
+
+    @property
+    def manual(self) -> bool:
+        """With APPROVAL=manual decisions wait for an operator; the server stays on
+        baseline meanwhile."""
+        return self.settings.approval == "manual"
+
+    def try_variants(self) -> tuple[list[VariantResult], str | None]:
+        """Measure the baseline, then each variant against it; return the decisions
+        and the variant left live (None: the baseline)."""
+        settings = self.settings
+        baseline = self.measure(
+            "baseline", self.experiment.baseline, settings.baseline_seconds
+        )
+        results: list[VariantResult] = []
+        candidates = self.experiment.candidates
+        for index, variant in enumerate(candidates):
+            is_last = index == len(candidates) - 1
+            self.apply(variant)
+            measured = self.measure("variant", variant, settings.experiment_seconds)
+            results.append(self.judge(variant, baseline, measured))
+            best = _best_keep(results)
+            # The last variant, if it is the best KEEP, simply stays live.
+            stays = is_last and best is not None and best.variant == variant.name
+            if self.manual or not stays:
+                with signals_deferred():
+                    self.revert()
+                if not is_last:
+                    self.pause("cooldown", variant, settings.cooldown_seconds)
+
+        best = None if self.manual else _best_keep(results)
+        if best is not None and self.applied is None:
+            # The winner was not the last variant tried: put it back.
+            self.apply(self.experiment.variant(best.variant))
+        return results, best.variant if best else None
 
     def judge(
         self, variant: Variant, baseline: ProbeResult, candidate: ProbeResult
@@ -332,55 +416,59 @@ def run_experiment(
     observer: Observer | None = None,
     trigger: str = "cli",
     target: Target | None = None,
+    stop: threading.Event | None = None,
 ) -> RunOutcome:
-    """Run ``experiment`` once and leave the server on baseline or the kept variant."""
+    """Run ``experiment`` once and leave the server on baseline or the kept variant.
+
+    Setting ``stop`` (from another thread) ends the run at the next second of
+    measurement or pause: it reverts and raises ``Interrupted``."""
     target = target or resolve_target(settings)
-    run = Run(settings, experiment, store, target, observer or Observer(), trigger)
+    run = Run(
+        settings,
+        experiment,
+        store,
+        target,
+        observer or Observer(),
+        trigger,
+        stop or threading.Event(),
+    )
     run.files.open_log()
-    run.snapshot.save(run.files.folder / "snapshot")
-    store.start_run(
-        run.run_id,
-        experiment.id,
-        trigger=trigger,
-        pid=os.getpid(),
-        host=socket.gethostname(),
-        settings={row.key: row.value_shown for row in describe(settings)},
+    run.snapshot.save(run.snapshot_dir)
+    # The journal goes first: from here on a killed process is recovered.
+    journal = Journal(settings.var_path)
+    journal.write(
+        JournalEntry(
+            run_id=run.run_id,
+            experiment_id=experiment.id,
+            pid=os.getpid(),
+            snapshot_dir=run.snapshot_dir,
+            nginx_conf=target.nginx.conf,
+            nginx_command=target.nginx.command,
+        )
     )
     log.info("run %s of %s against %s", run.run_id, experiment.id, run.url)
 
-    results: list[VariantResult] = []
-    kept: str | None = None
     try:
-        baseline = run.measure(
-            "baseline", experiment.baseline, settings.baseline_seconds
+        store.start_run(
+            run.run_id,
+            experiment.id,
+            trigger=trigger,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            settings={row.key: row.value_shown for row in describe(settings)},
         )
-        candidates = experiment.candidates
-        for index, variant in enumerate(candidates):
-            run.apply(variant)
-            run.pause("settle", variant, settings.settle_seconds)
-            measured = run.measure("variant", variant, settings.experiment_seconds)
-            results.append(run.judge(variant, baseline, measured))
-            best = _best_keep(results)
-            is_last = index == len(candidates) - 1
-            if not (is_last and best is not None and best.variant == variant.name):
-                with signals_deferred():
-                    run.revert()
-                if not is_last:
-                    run.pause("cooldown", variant, settings.cooldown_seconds)
-        best = _best_keep(results)
-        if best is not None and run.applied is None:
-            # The winner was not the last variant tried: put it back.
-            run.apply(experiment.variant(best.variant))
-        kept = best.variant if best else None
-        outcome = _outcome(results, kept)
+        results, kept = run.try_variants()
+        outcome = "PENDING" if run.manual else _outcome(results, kept)
         store.finish_run(run.run_id, status="done", outcome=outcome, kept_variant=kept)
+        journal.clear()
         log.info("run %s: %s, kept %s", run.run_id, outcome, kept or "baseline")
     except BaseException as exc:
         _abort(run, exc)
         raise
     finally:
         run.files.close_log()
-    _mark_acted(store, run.run_id, kept)
+    if not run.manual:
+        _mark_acted(store, run.run_id, kept)
     return RunOutcome(
         run_id=run.run_id,
         experiment_id=experiment.id,
@@ -418,8 +506,18 @@ def _abort(run: Run, exc: BaseException) -> None:
                 log.error("%s", revert_error)
     outcome = "APPLY_FAILED" if isinstance(exc, ApplyFailed) else "ABORTED"
     message = reason if revert_error is None else f"{reason}; {revert_error}"
-    run.store.finish_run(run.run_id, status="failed", outcome=outcome, error=message)
-    run.store.add_event("run-failed", message, run_id=run.run_id, level="error")
+    if revert_error is None:
+        Journal(run.settings.var_path).clear()
+    run.record(
+        lambda: run.store.finish_run(
+            run.run_id, status="failed", outcome=outcome, error=message
+        )
+    )
+    run.record(
+        lambda: run.store.add_event(
+            "run-failed", message, run_id=run.run_id, level="error"
+        )
+    )
     refresh_dashboard(run.settings, run.store)
 
 
@@ -436,6 +534,6 @@ def refresh_dashboard(settings: Settings, store: Store) -> Path | None:
     """Rewrite the dashboard; a failure is logged and never fails the run."""
     try:
         return dashboard.write_dashboard(store, settings.www_path)
-    except OSError as exc:
+    except (OSError, sqlite3.Error, jinja2.TemplateError) as exc:
         log.error("dashboard not written to %s: %s", settings.www_path, exc)
         return None

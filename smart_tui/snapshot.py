@@ -11,6 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+INDEX_NAME = "INDEX"
+
 
 def _read(path: Path) -> bytes | None:
     try:
@@ -66,12 +68,33 @@ class Snapshot:
         return restored
 
     def save(self, folder: Path) -> None:
-        """Keep a copy of the snapshot under ``folder`` (the run's directory)."""
+        """Write the snapshot under ``folder`` (the run's directory), durably: a
+        recovery after a power cut reads it back with ``load``."""
         folder.mkdir(parents=True, exist_ok=True)
+        lines = []
         for index, (path, data) in enumerate(self.files.items()):
+            name = f"{index:02d}_{path.name}"
             if data is not None:
-                (folder / f"{index:02d}_{path.name}").write_bytes(data)
-        listing = "\n".join(
-            f"{index:02d}\t{path}" for index, path in enumerate(self.files)
+                _write_atomically(folder / name, data, 0o600)
+            mode = self.modes.get(path)
+            state = "absent" if data is None else f"{mode:o}"
+            lines.append(f"{name}\t{state}\t{path}")
+        _write_atomically(
+            folder / INDEX_NAME, ("\n".join(lines) + "\n").encode(), 0o600
         )
-        (folder / "INDEX").write_text(listing + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: Path) -> Snapshot:
+        """Read back a snapshot written by ``save``."""
+        files: dict[Path, bytes | None] = {}
+        modes: dict[Path, int] = {}
+        index_text = (folder / INDEX_NAME).read_text(encoding="utf-8")
+        for line in index_text.splitlines():
+            name, state, original = line.split("\t", 2)
+            path = Path(original)
+            if state == "absent":
+                files[path] = None
+            else:
+                files[path] = (folder / name).read_bytes()
+                modes[path] = int(state, 8)
+        return cls(files=files, modes=modes)

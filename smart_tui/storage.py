@@ -142,7 +142,34 @@ def _v2_queue(db: sqlite_utils.Database) -> None:
     db.table("queue").create_index(["position"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2_queue]
+def _v3_advice(db: sqlite_utils.Database) -> None:
+    # One row per time a finished run asked its coach, answered or not; the
+    # app and dashboard show it beside the run's (possibly pending) decision.
+    db.table("advice").create(
+        {
+            "id": int,
+            "run_id": str,
+            "asked_at": str,
+            "source": str,  # api, ollama, openai
+            "status": str,  # ok, rejected, failed
+            "advice": str,  # agree, keep, revert, extend, rerun_later, try_variant
+            "variant": str,
+            "note": str,
+            "reason": str,  # why rejected or failed, secrets scrubbed
+            "recommendation": str,  # none, rerun, extend (COACH_MODE=act)
+            "elapsed_ms": int,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db.table("advice").create_index(["run_id"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1,
+    _v2_queue,
+    _v3_advice,
+]
 
 
 @dataclass(frozen=True)
@@ -285,12 +312,70 @@ class Store:
                 {"finished_at": utc_now(), "status": status, "detail": detail},
             )
 
+    def record_phase(
+        self, run_id: str, name: str, variant: str | None, status: str, detail: str
+    ) -> None:
+        """Record a phase that already happened (start and end now)."""
+        self.finish_phase(self.start_phase(run_id, name, variant), status, detail)
+
     def phases(self, run_id: str) -> list[dict[str, Any]]:
         return list(
             self.db.table("phases").rows_where("run_id = ?", [run_id], order_by="id")
         )
 
     # Measurements
+
+    def open_window(self, run_id: str, variant: str, role: str) -> int:
+        """Start a measured window; its seconds arrive one by one, so another
+        process (the app) can follow a run live from the database."""
+        with self.db.conn:
+            table = self.db.table("windows").insert(
+                {
+                    "run_id": run_id,
+                    "variant": variant,
+                    "role": role,
+                    "started_at": utc_now(),
+                    "summary": "{}",
+                }
+            )
+        return int(cast(int, table.last_pk))
+
+    def add_seconds(
+        self,
+        window_id: int,
+        seconds: Iterable[tuple[int, Mapping[str, Any], str | None]],
+    ) -> None:
+        """Store per-second figures and their encoded HDR histograms."""
+        with self.db.conn:
+            self.db.table("seconds").insert_all(
+                (
+                    {
+                        "window_id": window_id,
+                        "second": second,
+                        "stats": _dumps(stats),
+                        "hdr": hdr,
+                    }
+                    for second, stats, hdr in seconds
+                ),
+                replace=True,
+            )
+
+    def close_window(
+        self,
+        window_id: int,
+        summary: Mapping[str, Any],
+        samples: tuple[str, bytes] | None = None,
+    ) -> None:
+        """Finish a window with its summary and the raw samples the decision used
+        (``(encoding, data)``)."""
+        with self.db.conn:
+            self.db.table("windows").update(window_id, {"summary": _dumps(summary)})
+            if samples is not None:
+                encoding, data = samples
+                self.db.table("samples").insert(
+                    {"window_id": window_id, "encoding": encoding, "data": data},
+                    replace=True,
+                )
 
     def add_window(
         self,
@@ -301,33 +386,10 @@ class Store:
         seconds: Iterable[tuple[int, Mapping[str, Any], str | None]],
         samples: tuple[str, bytes] | None = None,
     ) -> int:
-        """Store one measured window: its summary, per-second figures and histograms,
-        and the raw samples the decision used (``(encoding, data)``)."""
-        with self.db.conn:
-            table = self.db.table("windows").insert(
-                {
-                    "run_id": run_id,
-                    "variant": variant,
-                    "role": role,
-                    "started_at": utc_now(),
-                    "summary": _dumps(summary),
-                }
-            )
-            window_id = int(cast(int, table.last_pk))
-            self.db.table("seconds").insert_all(
-                {
-                    "window_id": window_id,
-                    "second": second,
-                    "stats": _dumps(stats),
-                    "hdr": hdr,
-                }
-                for second, stats, hdr in seconds
-            )
-            if samples is not None:
-                encoding, data = samples
-                self.db.table("samples").insert(
-                    {"window_id": window_id, "encoding": encoding, "data": data}
-                )
+        """Store a whole window at once (imports and tests)."""
+        window_id = self.open_window(run_id, variant, role)
+        self.add_seconds(window_id, seconds)
+        self.close_window(window_id, summary, samples)
         return window_id
 
     def windows(self, run_id: str) -> list[dict[str, Any]]:

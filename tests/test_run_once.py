@@ -148,7 +148,7 @@ def test_proxy_cache_is_kept_and_recorded(workspace: Workspace) -> None:
         seconds = conn.execute("select count(*) from seconds").fetchone()[0]
         assert seconds >= 8
         phases = [p["name"] for p in conn.execute("select name from phases")]
-        assert phases == ["baseline", "apply", "settle", "measure"]
+        assert phases == ["baseline", "apply", "measure"]
 
     run_dir = workspace.base / "var" / "runs" / run["id"]
     log_text = (run_dir / "run.log").read_text()

@@ -1,13 +1,11 @@
 """Running an experiment from the app: the body of the thread worker.
 
 Takes the host-wide run lock, runs the same ``run_experiment`` as ``--run-once`` and
-reports through messages. Stopping: until the runner accepts a stop event, the
-observer raises ``Interrupted`` at the next callback (each probe second, each phase),
-so the runner reverts as it does for a signal; a settle or cooldown pause delays it."""
+reports through messages. Stopping sets the runner's stop event: the run reverts
+within about a second and raises ``Interrupted``, as it does for a signal."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 from textual.message import Message
@@ -26,24 +24,15 @@ Post = Callable[[Message], object]
 
 
 class AppObserver(Observer):
-    """Forwards the runner's progress as messages; raises once a stop is asked."""
+    """Forwards the runner's progress as messages."""
 
-    def __init__(self, post: Post, stop: threading.Event) -> None:
+    def __init__(self, post: Post) -> None:
         self.post = post
-        self.stop = stop
-
-    def _check_stop(self) -> None:
-        if self.stop.is_set():
-            raise Interrupted("cancelled from the app; reverted to baseline")
 
     def phase(self, name: str, variant: str | None, duration_s: float) -> None:
-        # A stop while reverting must not interrupt the revert itself.
-        if name != "revert":
-            self._check_stop()
         self.post(PhaseBegan(name, variant or "", duration_s))
 
     def second(self, role: str, variant: str, stats: SecondStats) -> None:
-        self._check_stop()
         figures = stats.to_dict()
         figures.pop("hdr", None)  # large, and the screen never needs it
         self.post(SecondMeasured(role, variant, figures))
@@ -67,8 +56,9 @@ def run_from_app(
                     settings,
                     experiment,
                     store,
-                    observer=AppObserver(post, control.stop),
+                    observer=AppObserver(post),
                     trigger="app",
+                    stop=control.stop,
                 )
             finally:
                 store.close()
