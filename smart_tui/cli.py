@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+    coach = commands.add_parser("coach", help="the coach (COACH_URL)")
+    coach.add_argument("action", choices=["test"], help="test: send a sample run")
+    notify = commands.add_parser("notify", help="Slack, Discord and webhook messages")
+    notify.add_argument("action", choices=["test"], help="test: send a test message")
+    notify.add_argument(
+        "--severity",
+        choices=["info", "notice", "warning", "critical"],
+        default="critical",
+        help="severity of the test message (default: critical, reaches every target)",
+    )
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
     overrides: dict[str, str] = {}
     for item in args.overrides:
@@ -196,3 +206,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "queue":
         return _queue(args, settings)
     return commands.open_app(settings)
+    if args.command == "coach":
+        return commands.coach_test(settings)
+    if args.command == "notify":
+        return commands.notify_test(settings, args.severity)

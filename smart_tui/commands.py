@@ -11,7 +11,13 @@ from pathlib import Path
 
 from smart_tui import experiments as experiments_mod
 from smart_tui import queue as queue_mod
-from smart_tui.config import Settings, describe, format_rows, load_settings
+from smart_tui.config import (
+    Settings,
+    describe,
+    format_rows,
+    load_settings,
+    refuse_exposed_secrets,
+)
 from smart_tui.errors import ExitCode, NothingToDo
 from smart_tui.experiments import BrokenExperiment, Experiment
 from smart_tui.lab import Lab
@@ -21,7 +27,9 @@ from smart_tui.storage import Store
 
 
 def settings_from(config: Path | None, overrides: Mapping[str, str]) -> Settings:
-    return load_settings(config_path=config, overrides=overrides)
+    settings = load_settings(config_path=config, overrides=overrides)
+    refuse_exposed_secrets(settings)
+    return settings
 
 
 def _choose_experiment(
@@ -224,6 +232,27 @@ def probe(args: argparse.Namespace) -> int:
     else:
         print(format_summary(result))
     return int(ExitCode.OK)
+
+
+def coach_test(settings: Settings) -> int:
+    from smart_tui import outreach
+
+    answer = outreach.coach_test(settings)
+    print(f"coach:   {answer.source} (HTTP {answer.status}, {answer.elapsed_s:.2f} s)")
+    print(f"advice:  {answer.advice.advice}")
+    print(f"variant: {answer.advice.variant or '-'}")
+    print(f"note:    {answer.advice.note or '-'}")
+    return int(ExitCode.OK)
+
+
+def notify_test(settings: Settings, severity: str) -> int:
+    from smart_tui import outreach
+
+    deliveries = outreach.notify_test(settings, severity)
+    for delivery in deliveries:
+        print(f"{delivery.target:<8} {delivery.detail}")
+    failed = [d for d in deliveries if not d.ok and not d.detail.startswith("skip")]
+    return int(ExitCode.TARGET_UNREACHABLE if failed else ExitCode.OK)
 
 
 def open_app(settings: Settings) -> int:

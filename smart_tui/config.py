@@ -35,8 +35,13 @@ CONFIG_NAME = "smart.conf"
 ENV_PREFIX = "SMART_"
 # The seed read these without a prefix; keep accepting them so old setups work.
 BARE_ENV_KEYS = frozenset({"BASE_DIR", "COACH_URL", "COACH_TOKEN"})
-SECRET_KEYS = frozenset({"COACH_TOKEN"})
-URL_KEYS = frozenset({"TARGET_URL", "COACH_URL"})
+SECRET_KEYS = frozenset(
+    {"COACH_TOKEN", "SLACK_WEBHOOK_URL", "DISCORD_WEBHOOK_URL", "WEBHOOK_URL"}
+)
+URL_KEYS = frozenset({"TARGET_URL", "COACH_URL", "COACH_PROXY", "DASHBOARD_URL"})
+# Schemes COACH_URL may use: the coach API itself, or a local model server.
+COACH_SCHEMES = ("http", "https", "ollama", "openai+http", "openai+https")
+SEVERITY_EXPECT = "info, notice, warning or critical"
 MASK = "****"
 CHECK_HINT = "see `smart-tui check-config` for the known keys"
 
@@ -80,6 +85,14 @@ def _is_http_url(value: str) -> bool:
     except ValueError:  # e.g. an unbalanced [ in an IPv6 host
         return False
     return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _is_coach_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in COACH_SCHEMES and bool(parts.hostname)
 
 
 # A systemd time span: numbers with optional units, e.g. "30min", "1h 30m", "0".
@@ -190,8 +203,9 @@ class Settings(BaseSettings):
     )
     coach_url: str = _field(
         "",
-        "Optional coach service URL; empty = no coach.",
-        "empty or an http(s):// URL",
+        "Coach: an http(s):// API, ollama://HOST:PORT/MODEL or "
+        "openai+http(s)://HOST:PORT/MODEL; empty = no coach.",
+        "empty, an http(s)://, ollama:// or openai+http(s):// URL",
         "https://coach.example/",
     )
     coach_token: SecretStr = _field(
@@ -214,6 +228,69 @@ class Settings(BaseSettings):
         "'*-*-* 03:00:00'",
     )
     timer_random_delay: str = _field(
+    coach_when: Literal["uncertain", "always", "never"] = _field(
+        "uncertain",
+        "When a finished run asks the coach: uncertain (INCONCLUSIVE or a close "
+        "call), always or never.",
+        "uncertain, always or never",
+    )
+    coach_mode: Literal["advise", "act"] = _field(
+        "advise",
+        "advise: advice is stored and shown; act: agreeing advice may turn an "
+        "INCONCLUSIVE into a rerun or a longer window, never into a KEEP.",
+        "advise or act",
+    )
+    coach_proxy: str = _field(
+        "",
+        "Proxy for coach requests; empty = direct (proxy env vars are ignored).",
+        "empty or an http(s):// URL",
+        "http://127.0.0.1:3128/",
+    )
+    coach_connect_timeout_seconds: float = _seconds(
+        3, "Deadline to connect to the coach.", positive=True
+    )
+    coach_timeout_seconds: float = _seconds(
+        20, "Total deadline of one coach exchange, retries included.", positive=True
+    )
+    coach_retries: int = _field(
+        2, "Extra coach attempts after a failure.", "a whole number 0..5", ge=0, le=5
+    )
+    slack_webhook_url: SecretStr = _field(
+        SecretStr(""),
+        "Slack incoming webhook URL; empty = off; never shown.",
+        "empty or an https:// URL",
+        "https://hooks.slack.com/services/...",
+    )
+    slack_min_severity: Literal["info", "notice", "warning", "critical"] = _field(
+        "notice", "Least severe event sent to Slack.", SEVERITY_EXPECT
+    )
+    discord_webhook_url: SecretStr = _field(
+        SecretStr(""),
+        "Discord webhook URL; empty = off; never shown.",
+        "empty or an https:// URL",
+        "https://discord.com/api/webhooks/...",
+    )
+    discord_min_severity: Literal["info", "notice", "warning", "critical"] = _field(
+        "notice", "Least severe event sent to Discord.", SEVERITY_EXPECT
+    )
+    webhook_url: SecretStr = _field(
+        SecretStr(""),
+        "Generic JSON webhook URL; empty = off; never shown.",
+        "empty or an https:// URL",
+        "https://hooks.example/smart",
+    )
+    webhook_min_severity: Literal["info", "notice", "warning", "critical"] = _field(
+        "notice", "Least severe event sent to WEBHOOK_URL.", SEVERITY_EXPECT
+    )
+    notify_timeout_seconds: float = _seconds(
+        5, "Total deadline for sending one event to every target.", positive=True
+    )
+    dashboard_url: str = _field(
+        "",
+        "Public URL of the dashboard, linked from notifications; empty = none.",
+        "empty or an http(s):// URL",
+        "https://smart.example/",
+    )
         "30min",
         "Random delay added to each timer start (RandomizedDelaySec=).",
         "a systemd time span such as 30min, 1h or 0",
@@ -240,7 +317,7 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
-    @field_validator("target_url", "coach_url")
+    @field_validator("target_url", "coach_proxy", "dashboard_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if value and not _is_http_url(value):
@@ -264,6 +341,20 @@ class Settings(BaseSettings):
 
     @field_validator("metrics_path")
     @classmethod
+    @field_validator("coach_url")
+    @classmethod
+    def _coach_url(cls, value: str) -> str:
+        if value and not _is_coach_url(value):
+            raise ValueError("is not an http(s)://, ollama:// or openai+http(s):// URL")
+        return value
+
+    @field_validator("slack_webhook_url", "discord_webhook_url", "webhook_url")
+    @classmethod
+    def _secret_http_url(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and not _is_http_url(value.get_secret_value()):
+            raise ValueError("is not an http(s):// URL")
+        return value
+
     def _prom_file(cls, value: str) -> str:
         # node_exporter's textfile collector reads only *.prom files.
         if value and not value.endswith(".prom"):
@@ -279,7 +370,16 @@ class Settings(BaseSettings):
             raise ValueError("has an unclosed quote") from None
         return value
 
-    @field_validator("decision_policy", "approval", mode="before")
+    @field_validator(
+        "decision_policy",
+        "approval",
+        "coach_when",
+        "coach_mode",
+        "slack_min_severity",
+        "discord_min_severity",
+        "webhook_min_severity",
+        mode="before",
+    )
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -767,6 +867,31 @@ def _shown_value(settings: Settings, name: str) -> str:
     if name in _PATH_FIELDS:
         return str(settings.resolve_path(value))
     if name == "nginx_conf" and settings.nginx_conf_path is not None:
+def refuse_exposed_secrets(settings: Settings) -> None:
+    """Raise ConfigError if the config file holds a secret yet group or others may
+    read it. Called at startup, not by ``load_settings``: checking a draft (the
+    app's editor) must not fail on the mode of the file it came from."""
+    path = settings.config_file
+    if path is None:
+        return
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return  # it was just read; a vanished file changes nothing about secrets
+    if not mode & 0o044:
+        return
+    held = sorted(
+        item.key
+        for item in parse_config_text(_read_text(path), str(path))
+        if item.key in SECRET_KEYS and item.value
+    )
+    if held:
+        raise ConfigError(
+            f"{path} holds {', '.join(held)} but group or others may read it "
+            f"(mode {mode:04o}); run `chmod 600 {shlex.quote(str(path))}`"
+        )
+
+
         return str(settings.nginx_conf_path)
     if isinstance(value, float):
         return _format_number(value)

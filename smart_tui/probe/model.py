@@ -31,9 +31,11 @@ STATUS_TIMEOUT = -1
 STATUS_UNSENT = -2
 
 # A window is invalid when fewer than this share of the intended requests could be
-# written to a socket (connection cap reached for long, or the probe too slow) ...
+# written to a socket (connection cap reached for long, or the probe too slow), or
+# when too many of its seconds were flagged (see run.EXCLUDED_SHARE_MAX).
 SENT_RATIO_MIN = 0.99
-# ... or when the probe's own scheduler was this late (p99) in the scored seconds.
+# A second is flagged when the probe's own scheduler sent this late (p99): the
+# latencies of that second then measure the probe's CPU, not the server.
 SCHEDULER_LAG_P99_MAX_MS = 10.0
 
 # Per-second HDR histograms: microseconds, 3 significant digits (1 us below 1 ms).
