@@ -211,23 +211,6 @@ class Settings(BaseSettings):
     coach_token: SecretStr = _field(
         SecretStr(""), "Token sent to the coach; never shown.", "a token"
     )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _field(
-        "INFO", "Log verbosity.", "DEBUG, INFO, WARNING or ERROR"
-    )
-    recheck_days: float = _field(
-        30,
-        "Re-test a kept change after this many days to catch drift; 0 = never.",
-        "days >= 0",
-        ge=0,
-        allow_inf_nan=False,
-    )
-    timer_schedule: str = _field(
-        "*-*-* 03:00:00",
-        "When the systemd timer runs --run-once (OnCalendar=); install.sh reads it.",
-        "a systemd calendar event",
-        "'*-*-* 03:00:00'",
-    )
-    timer_random_delay: str = _field(
     coach_when: Literal["uncertain", "always", "never"] = _field(
         "uncertain",
         "When a finished run asks the coach: uncertain (INCONCLUSIVE or a close "
@@ -291,6 +274,23 @@ class Settings(BaseSettings):
         "empty or an http(s):// URL",
         "https://smart.example/",
     )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = _field(
+        "INFO", "Log verbosity.", "DEBUG, INFO, WARNING or ERROR"
+    )
+    recheck_days: float = _field(
+        30,
+        "Re-test a kept change after this many days to catch drift; 0 = never.",
+        "days >= 0",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    timer_schedule: str = _field(
+        "*-*-* 03:00:00",
+        "When the systemd timer runs --run-once (OnCalendar=); install.sh reads it.",
+        "a systemd calendar event",
+        "'*-*-* 03:00:00'",
+    )
+    timer_random_delay: str = _field(
         "30min",
         "Random delay added to each timer start (RandomizedDelaySec=).",
         "a systemd time span such as 30min, 1h or 0",
@@ -324,6 +324,20 @@ class Settings(BaseSettings):
             raise ValueError("is not an http(s):// URL")
         return value
 
+    @field_validator("coach_url")
+    @classmethod
+    def _coach_url(cls, value: str) -> str:
+        if value and not _is_coach_url(value):
+            raise ValueError("is not an http(s)://, ollama:// or openai+http(s):// URL")
+        return value
+
+    @field_validator("slack_webhook_url", "discord_webhook_url", "webhook_url")
+    @classmethod
+    def _secret_http_url(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value() and not _is_http_url(value.get_secret_value()):
+            raise ValueError("is not an http(s):// URL")
+        return value
+
     @field_validator("timer_schedule", "timer_random_delay")
     @classmethod
     def _one_line(cls, value: str) -> str:
@@ -341,20 +355,6 @@ class Settings(BaseSettings):
 
     @field_validator("metrics_path")
     @classmethod
-    @field_validator("coach_url")
-    @classmethod
-    def _coach_url(cls, value: str) -> str:
-        if value and not _is_coach_url(value):
-            raise ValueError("is not an http(s)://, ollama:// or openai+http(s):// URL")
-        return value
-
-    @field_validator("slack_webhook_url", "discord_webhook_url", "webhook_url")
-    @classmethod
-    def _secret_http_url(cls, value: SecretStr) -> SecretStr:
-        if value.get_secret_value() and not _is_http_url(value.get_secret_value()):
-            raise ValueError("is not an http(s):// URL")
-        return value
-
     def _prom_file(cls, value: str) -> str:
         # node_exporter's textfile collector reads only *.prom files.
         if value and not value.endswith(".prom"):
@@ -850,23 +850,6 @@ def load_settings(
     return settings
 
 
-# --- showing ----------------------------------------------------------------
-
-
-class SettingRow(NamedTuple):
-    key: str
-    value_shown: str
-    source: str
-    doc: str
-
-
-def _shown_value(settings: Settings, name: str) -> str:
-    value = getattr(settings, name)
-    if isinstance(value, SecretStr):
-        return MASK if value.get_secret_value() else "(empty)"
-    if name in _PATH_FIELDS:
-        return str(settings.resolve_path(value))
-    if name == "nginx_conf" and settings.nginx_conf_path is not None:
 def refuse_exposed_secrets(settings: Settings) -> None:
     """Raise ConfigError if the config file holds a secret yet group or others may
     read it. Called at startup, not by ``load_settings``: checking a draft (the
@@ -892,6 +875,23 @@ def refuse_exposed_secrets(settings: Settings) -> None:
         )
 
 
+# --- showing ----------------------------------------------------------------
+
+
+class SettingRow(NamedTuple):
+    key: str
+    value_shown: str
+    source: str
+    doc: str
+
+
+def _shown_value(settings: Settings, name: str) -> str:
+    value = getattr(settings, name)
+    if isinstance(value, SecretStr):
+        return MASK if value.get_secret_value() else "(empty)"
+    if name in _PATH_FIELDS:
+        return str(settings.resolve_path(value))
+    if name == "nginx_conf" and settings.nginx_conf_path is not None:
         return str(settings.nginx_conf_path)
     if isinstance(value, float):
         return _format_number(value)
