@@ -106,9 +106,6 @@ def build_parser() -> argparse.ArgumentParser:
     queue_remove = queue_actions.add_parser("remove", help="remove items by #number")
     queue_remove.add_argument("item_ids", nargs="+", type=int, metavar="N")
     queue_actions.add_parser("clear", help="remove every waiting item")
-    return parser
-
-
     coach = commands.add_parser("coach", help="the coach (COACH_URL)")
     coach.add_argument("action", choices=["test"], help="test: send a sample run")
     notify = commands.add_parser("notify", help="Slack, Discord and webhook messages")
@@ -119,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="critical",
         help="severity of the test message (default: critical, reaches every target)",
     )
+    return parser
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, str]:
     overrides: dict[str, str] = {}
     for item in args.overrides:
@@ -205,8 +205,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return commands.dashboard(settings)
     if args.command == "queue":
         return _queue(args, settings)
-    return commands.open_app(settings)
     if args.command == "coach":
         return commands.coach_test(settings)
     if args.command == "notify":
         return commands.notify_test(settings, args.severity)
+    return commands.open_app(settings)
