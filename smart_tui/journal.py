@@ -147,12 +147,11 @@ def recover_locked(var_dir: Path, store: Store | None) -> Recovery | None:
         log.warning("recovery reload: %s", reload.describe())
 
     recovery = Recovery(entry.run_id, entry.experiment_id, restored)
-    if run is not None and store is not None:
-        store.finish_run(
+    if store is not None:
+        store.record_aborted(
             entry.run_id,
-            status="aborted",
-            outcome="ABORTED",
-            error="the run's process died; recovered to the snapshot on next start",
+            entry.experiment_id,
+            "the run's process died; recovered to the snapshot on next start",
         )
         store.add_event("recovered", recovery.describe(), run_id=entry.run_id)
     journal.clear()

@@ -47,6 +47,20 @@ def _children(master_pid: int | None) -> frozenset[int]:
         return frozenset()
 
 
+def _accepting(pids: frozenset[int]) -> list[int]:
+    """Old workers that still accept connections: until the master tells them to
+    quit they share the listening socket with the new generation."""
+    still = []
+    for pid in pids:
+        try:
+            title = " ".join(psutil.Process(pid).cmdline())
+        except psutil.Error:
+            continue
+        if "shutting down" not in title:
+            still.append(pid)
+    return still
+
+
 def _size(path: Path) -> int:
     try:
         return path.stat().st_size
@@ -96,7 +110,7 @@ class NginxWatch:
             now = self.snapshot()
             if now.master_pid != before.master_pid:
                 return f"the nginx master (pid {before.master_pid}) is gone"
-            if now.children - before.children:
+            if now.children - before.children and not _accepting(before.children):
                 return None
             if time.monotonic() >= deadline:
                 return (

@@ -277,6 +277,26 @@ class Store:
                 },
             )
 
+    def record_aborted(self, run_id: str, experiment_id: str, error: str) -> None:
+        """Mark a run ABORTED, creating its row if it died before writing one."""
+        with self.db.conn:
+            self.db.table("runs").upsert(
+                {
+                    "id": run_id,
+                    "experiment_id": experiment_id,
+                    "finished_at": utc_now(),
+                    "status": "aborted",
+                    "outcome": "ABORTED",
+                    "error": error,
+                },
+                pk="id",
+            )
+            self.db.execute(
+                "update runs set started_at = coalesce(started_at, finished_at) "
+                "where id = ?",
+                [run_id],
+            )
+
     def runs(self, limit: int = 50, experiment_id: str | None = None) -> list[RunRow]:
         where = "experiment_id = ?" if experiment_id else None
         params = [experiment_id] if experiment_id else None
