@@ -6,6 +6,7 @@ time every exchange is allowed to take."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -104,6 +105,17 @@ def serve() -> Iterator[Callable[..., FakeServer]]:
     yield make
     for server in started:
         server.close()
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """main() points the smart_tui logger at stderr and stops propagation; later
+    tests read logs through caplog, so put the logger back afterwards."""
+    logger = logging.getLogger("smart_tui")
+    saved = (logger.handlers[:], logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate = saved[0], saved[1]
+    logger.setLevel(saved[2])
 
 
 def answer(
@@ -592,6 +604,7 @@ def write_conf(tmp_path: Path, text: str) -> Path:
     return path
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_coach_test_prints_the_advice(
     tmp_path: Path,
     serve: Callable[..., FakeServer],
@@ -609,6 +622,7 @@ def test_coach_test_prints_the_advice(
     assert TOKEN not in out + err
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_coach_test_fails_with_one_line(
     tmp_path: Path,
     serve: Callable[..., FakeServer],
@@ -626,6 +640,7 @@ def test_coach_test_fails_with_one_line(
     )
 
 
+@pytest.mark.usefixtures("restore_logging")
 def test_coach_test_without_a_coach_is_a_config_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
