@@ -195,15 +195,19 @@ render() {
 
 # setting KEY: the effective smart.conf value, as smart-tui itself reads it.
 setting() {
-    local fallback
-    fallback="$(sed -n "s/^$1=\([^ #]*\).*/\1/p" "$CHECKOUT/smart.conf" | tr -d "'")"
     if [ -x "$VENV/bin/python" ] && [ -f "$BASE/smart.conf" ]; then
         # -P: import the installed smart_tui, never one in the current folder.
         SMART_CONFIG="$BASE/smart.conf" "$VENV/bin/python" -P -c \
             'import sys; from smart_tui.config import load_settings as s
 print(getattr(s(), sys.argv[1].lower()))' "$1"
     else
-        echo "$fallback"
+        # Not installed yet: the checkout's smart.conf, split as the shell would.
+        "$PYTHON" -c 'import shlex, sys
+for line in open(sys.argv[1], encoding="utf-8"):
+    words = shlex.split(line, comments=True)
+    if words and words[0].startswith(sys.argv[2] + "="):
+        value = words[0].partition("=")[2]
+print(value)' "$CHECKOUT/smart.conf" "$1"
     fi
 }
 
