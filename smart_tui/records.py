@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from smart_tui.probe import ProbeResult, SecondStats
-from smart_tui.probe.model import STATUS_UNSENT
+from smart_tui.probe.model import STATUS_CONN_ERROR, STATUS_UNSENT
 
 CSV_COLUMNS = [
     "role",
@@ -57,6 +57,7 @@ class Samples:
     latencies_ms: npt.NDArray[np.float64]
     errors: npt.NDArray[np.bool_]
     t_s: npt.NDArray[np.float64]
+    conn_errors: int
 
 
 def scored_samples(result: ProbeResult) -> Samples:
@@ -69,6 +70,7 @@ def scored_samples(result: ProbeResult) -> Samples:
         latencies_ms=result.latencies_ms[mask],
         errors=(statuses >= 500) | (statuses <= 0),
         t_s=result.t_s[mask],
+        conn_errors=int((statuses == STATUS_CONN_ERROR).sum()),
     )
 
 

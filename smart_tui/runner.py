@@ -20,9 +20,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jinja2
+import numpy as np
+import numpy.typing as npt
 
 from smart_tui import dashboard
 from smart_tui.config import Settings, describe
@@ -44,6 +47,7 @@ from smart_tui.records import (
     window_summary,
 )
 from smart_tui.scripts import run_command
+from smart_tui.sequential import EarlyStop, VariantWatch
 from smart_tui.snapshot import Snapshot
 from smart_tui.storage import StorageError, Store
 from smart_tui.target import Target, resolve_target
@@ -261,36 +265,79 @@ class Run:
 
     # Measuring
 
-    def measure(self, role: str, variant: Variant, duration_s: float) -> ProbeResult:
-        """Probe one window. After a reload the first SETTLE_SECONDS are measured
-        and stored but not scored: old workers finish their keep-alive
-        connections then, and the new ones warm their caches."""
+    def probe_config(self, duration_s: float, warmup_s: float) -> ProbeConfig:
+        meta = self.experiment.meta
+        return ProbeConfig(
+            url=self.url,
+            rate_rps=self.rate_rps,
+            duration_s=duration_s + warmup_s,
+            connections=self.settings.probe_connections,
+            timeout_s=self.settings.probe_timeout_ms / 1000,
+            warmup_s=warmup_s,
+            headers=dict(meta.headers),
+        )
+
+    @property
+    def rate_rps(self) -> float:
+        meta_rate = self.experiment.meta.rate_rps
+        return meta_rate if meta_rate is not None else self.settings.probe_rate_rps
+
+    @property
+    def policy(self) -> dict[str, Any]:
+        """The decision policy's keyword arguments, from smart.conf."""
+        return {
+            "improve_pct": self.settings.improve_pct,
+            "max_err_delta_pct": self.settings.max_err_delta_pct,
+            "confidence": self.settings.confidence,
+            "policy": self.settings.decision_policy,
+        }
+
+    def measure(
+        self,
+        role: str,
+        variant: Variant,
+        duration_s: float,
+        watch: VariantWatch | None = None,
+    ) -> tuple[ProbeResult, EarlyStop | None]:
+        """Probe one window, storing each second as it arrives. After a reload the
+        first SETTLE_SECONDS are measured and stored but not scored: old workers
+        finish their keep-alive connections then, and the new ones warm up. With
+        a ``watch``, the window ends early on a guardrail trip or a clear answer."""
         name = "baseline" if role == "baseline" else "measure"
         phase = self.store.start_phase(self.run_id, name, variant.name)
         warmup_s = self.settings.warmup_seconds
         if role == "variant":
             warmup_s += self.settings.settle_seconds
         self.observer.phase(name, variant.name, duration_s + warmup_s)
-        config = ProbeConfig(
-            url=self.url,
-            rate_rps=(
-                self.experiment.meta.rate_rps
-                if self.experiment.meta.rate_rps is not None
-                else self.settings.probe_rate_rps
-            ),
-            duration_s=duration_s + warmup_s,
-            connections=self.settings.probe_connections,
-            timeout_s=self.settings.probe_timeout_ms / 1000,
-            warmup_s=warmup_s,
-            headers=dict(self.experiment.meta.headers),
-        )
         window_id = self.store.open_window(self.run_id, variant.name, role)
+        window_stop = threading.Event()
+        early: list[EarlyStop] = []
+
+        def on_samples(
+            stats: SecondStats,
+            t_s: npt.NDArray[np.float64],
+            latencies_ms: npt.NDArray[np.float64],
+            statuses: npt.NDArray[np.int16],
+        ) -> None:
+            if watch is None or early:
+                return
+            stop = watch.add(stats, t_s, latencies_ms, statuses)
+            if stop is not None:
+                early.append(stop)
+                window_stop.set()
 
         def on_second(stats: SecondStats) -> None:
             self.store.add_seconds(window_id, [second_row(stats)])
             self.observer.second(role, variant.name, stats)
+            if self.stop.is_set():
+                window_stop.set()
 
-        result = run_probe(config, on_second=on_second, stop=self.stop)
+        result = run_probe(
+            self.probe_config(duration_s, warmup_s),
+            on_second=on_second,
+            stop=window_stop,
+            on_samples=on_samples,
+        )
         self.check_stop()
         summary = window_summary(result)
         self.store.close_window(window_id, summary, samples_for_store(result))
@@ -306,8 +353,20 @@ class Run:
             summary["achieved_rps"] or 0,
             summary["intended_rps"] or 0,
         )
-        self.store.finish_phase(phase, "done", "")
-        return result
+        self.store.finish_phase(phase, "done", early[0].kind if early else "")
+        return result, (early[0] if early else None)
+
+    def watch_for(self, baseline: ProbeResult) -> VariantWatch:
+        """A watch over the next variant window against ``baseline``."""
+        base = scored_samples(baseline)
+        return VariantWatch(
+            baseline=base,
+            baseline_conn_errors=base.conn_errors,
+            expected_samples=int(self.rate_rps * self.settings.experiment_seconds),
+            look_every_s=max(1, round(self.experiment.meta.measure_interval_sec)),
+            policy=self.policy,
+            sequential=self.settings.decision_policy == "stats",
+        )
 
     def check_stop(self) -> None:
         """Raise ``Interrupted`` if someone asked this run to stop."""
@@ -333,7 +392,7 @@ class Run:
         """Measure the baseline, then each variant against it; return the decisions
         and the variant left live (None: the baseline)."""
         settings = self.settings
-        baseline = self.measure(
+        baseline, _ = self.measure(
             "baseline", self.experiment.baseline, settings.baseline_seconds
         )
         results: list[VariantResult] = []
@@ -341,8 +400,13 @@ class Run:
         for index, variant in enumerate(candidates):
             is_last = index == len(candidates) - 1
             self.apply(variant)
-            measured = self.measure("variant", variant, settings.experiment_seconds)
-            results.append(self.judge(variant, baseline, measured))
+            measured, early = self.measure(
+                "variant",
+                variant,
+                settings.experiment_seconds,
+                self.watch_for(baseline),
+            )
+            results.append(self.judge(variant, baseline, measured, early))
             best = _best_keep(results)
             # The last variant, if it is the best KEEP, simply stays live.
             stays = is_last and best is not None and best.variant == variant.name
@@ -359,25 +423,34 @@ class Run:
         return results, best.variant if best else None
 
     def judge(
-        self, variant: Variant, baseline: ProbeResult, candidate: ProbeResult
+        self,
+        variant: Variant,
+        baseline: ProbeResult,
+        candidate: ProbeResult,
+        early: EarlyStop | None,
     ) -> VariantResult:
-        base = scored_samples(baseline)
-        cand = scored_samples(candidate)
-        result = decide(
-            base.latencies_ms,
-            cand.latencies_ms,
-            base.errors,
-            cand.errors,
-            baseline_t_s=base.t_s,
-            variant_t_s=cand.t_s,
-            improve_pct=self.settings.improve_pct,
-            max_err_delta_pct=self.settings.max_err_delta_pct,
-            confidence=self.settings.confidence,
-            policy=self.settings.decision_policy,
-        )
+        if early is not None:
+            result = early.decision
+            planned = self.settings.experiment_seconds
+            extra = [
+                f"{early.kind} stop after {early.after_s} s of a {planned:g} s window"
+            ]
+        else:
+            base = scored_samples(baseline)
+            cand = scored_samples(candidate)
+            result = decide(
+                base.latencies_ms,
+                cand.latencies_ms,
+                base.errors,
+                cand.errors,
+                baseline_t_s=base.t_s,
+                variant_t_s=cand.t_s,
+                **self.policy,
+            )
+            extra = []
         details = result.to_dict()
         verdict = str(result["decision"])
-        reasons = list(result["reasons"])
+        reasons = [*result["reasons"], *extra]
         self.store.add_decision(
             self.run_id,
             variant.name,

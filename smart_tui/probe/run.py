@@ -42,6 +42,16 @@ from smart_tui.probe.model import (
 )
 
 NS_PER_MS = 1_000_000
+
+SamplesCallback = Callable[
+    [
+        SecondStats,
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+        npt.NDArray[np.int16],
+    ],
+    None,
+]
 # More than this share of excluded seconds leaves too little to judge a window by.
 EXCLUDED_SHARE_MAX = 0.25
 # Beyond the window and the last timeout, how long the child may take to wrap up.
@@ -56,15 +66,18 @@ def run_probe(
     *,
     on_started: Callable[[int], None] | None = None,
     thresholds: Thresholds | None = None,
+    on_samples: SamplesCallback | None = None,
 ) -> ProbeResult:
     """Measure ``config.url`` for one window and return what was seen.
 
     ``on_second`` runs in the calling thread for each finished second, in order.
     Setting ``stop`` ends the window early (the result says ``stopped_early``).
     ``on_started`` gets the load process's pid (to watch its CPU, or in tests to
-    stop it). Raises ``TargetUnreachable`` when every request of the first second
-    failed to connect, ``ConfigError`` for a bad config, ``SmartError`` if the load
-    process died."""
+    stop it). ``on_samples`` gets each finished second's raw requests (stats,
+    intended send times in s, latencies in ms, statuses) before ``on_second``, for
+    callers that judge the window as it grows. Raises ``TargetUnreachable`` when
+    every request of the first second failed to connect, ``ConfigError`` for a
+    bad config, ``SmartError`` if the load process died."""
     config.validate()
     thresholds = thresholds or Thresholds()
     with tempfile.TemporaryFile() as err_file:
@@ -76,7 +89,9 @@ def run_probe(
             close_fds=True,
         )
         try:
-            return _drive(proc, config, thresholds, on_second, stop, on_started)
+            return _drive(
+                proc, config, thresholds, on_second, stop, on_started, on_samples
+            )
         except _ChildVanished:
             proc.wait(timeout=5)
             err_file.seek(0)
@@ -168,6 +183,16 @@ class _Collector:
         self.seconds.append(stats)
         return stats
 
+    def last_second(
+        self,
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.int16]]:
+        """The latest second's requests: send times (s), latencies (ms), statuses."""
+        return (
+            self.t_ns[-1] / 1e9,
+            self.lat_ns[-1] / NS_PER_MS,
+            self.status[-1],
+        )
+
     def result(self, done: dict[str, Any], pid: int) -> ProbeResult:
         cfg = self.config
 
@@ -251,6 +276,7 @@ def _drive(
     on_second: Callable[[SecondStats], None] | None,
     stop: threading.Event | None,
     on_started: Callable[[int], None] | None,
+    on_samples: SamplesCallback | None,
 ) -> ProbeResult:
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(
@@ -295,6 +321,8 @@ def _drive(
                     on_started(pid)
             elif kind == "second":
                 stats = collector.add(body)
+                if on_samples is not None:
+                    on_samples(stats, *collector.last_second())
                 if on_second is not None:
                     on_second(stats)
             elif kind == "error":

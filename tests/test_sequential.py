@@ -1,0 +1,117 @@
+"""Decisions while the variant is measured, against the real lab: a clear win ends
+the window early, and a backend that starts failing is rolled back within seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from smart_tui.lab import Lab, LabInfo
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def smart(base: Path, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMART_")}
+    env["SMART_CONFIG"] = str(base / "smart.conf")
+    return subprocess.Popen(
+        [sys.executable, "-m", "smart_tui", *args],
+        cwd=base,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.fixture
+def base(tmp_path: Path, lab: LabInfo) -> Path:
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    (tmp_path / "smart.conf").write_text("PROBE_RATE_RPS=150\n")
+    # 001's change, measured on the proxied backend instead of a static file.
+    workers_app = tmp_path / "experiments" / "095_workers_app"
+    shutil.copytree(tmp_path / "experiments" / "001_nginx_workers", workers_app)
+    meta = json.loads((workers_app / "meta.json").read_text())
+    meta.update(id="095_workers_app", target_url="/app/item", measure_interval_sec=2)
+    (workers_app / "meta.json").write_text(json.dumps(meta))
+    return tmp_path
+
+
+def decision_row(base: Path) -> sqlite3.Row:
+    conn = sqlite3.connect(base / "var" / "smart.db")
+    conn.row_factory = sqlite3.Row
+    row = conn.execute("select * from decisions").fetchone()
+    assert row is not None
+    return row
+
+
+def test_clear_win_stops_early_with_keep(base: Path) -> None:
+    started = time.monotonic()
+    run = smart(
+        base,
+        "--run-once",
+        "--experiment",
+        "002_proxy_cache",
+        "--baseline-seconds",
+        "5",
+        "--experiment-seconds",
+        "40",
+        "--settle-seconds",
+        "1",
+    )
+    stdout, stderr = run.communicate(timeout=120)
+    elapsed_s = time.monotonic() - started
+
+    assert run.returncode == 0, stderr
+    assert "outcome:    KEEP" in stdout
+    assert elapsed_s < 35, "the 40 s variant window should have ended early"
+    decision = decision_row(base)
+    assert decision["decision"] == "KEEP"
+    reasons = json.loads(decision["reasons"])
+    assert any(r.startswith("sequential stop after") for r in reasons), reasons
+
+
+def test_guardrail_reverts_a_failing_variant_within_seconds(
+    base: Path, lab: LabInfo
+) -> None:
+    baseline_conf = lab.nginx_conf.read_bytes()
+    run = smart(
+        base,
+        "--run-once",
+        "--experiment",
+        "095_workers_app",
+        "--baseline-seconds",
+        "5",
+        "--experiment-seconds",
+        "60",
+        "--settle-seconds",
+        "1",
+    )
+    deadline = time.monotonic() + 30
+    while lab.nginx_conf.read_bytes() == baseline_conf:
+        assert time.monotonic() < deadline, "the variant was never applied"
+        time.sleep(0.1)
+    time.sleep(2.5)  # past the settle second, into the scored window
+
+    Lab(base / "var").set_backend(error_pct=30)
+    failing_since = time.monotonic()
+    stdout, stderr = run.communicate(timeout=90)
+    reverted_after_s = time.monotonic() - failing_since
+
+    assert run.returncode == 0, stderr
+    assert "outcome:    REVERT" in stdout
+    assert reverted_after_s < 15, f"guardrail took {reverted_after_s:.1f} s"
+    assert lab.nginx_conf.read_bytes() == baseline_conf
+    decision = decision_row(base)
+    assert decision["decision"] == "REVERT"
+    reasons = json.loads(decision["reasons"])
+    assert any(r.startswith("guardrail stop after") for r in reasons), reasons
+    assert any("5xx" in r for r in reasons), reasons
