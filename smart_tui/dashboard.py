@@ -14,10 +14,12 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from smart_tui import __version__
+from smart_tui import __version__, trends
 from smart_tui.storage import RunRow, Store, utc_now
 
 HISTORY_ROWS = 30
+# Inline SVG trend charts: size in CSS pixels (they scale down on narrow screens).
+CHART_W, CHART_H = 320, 90
 
 
 @dataclass
@@ -57,6 +59,52 @@ def _run_view(store: Store, run: RunRow) -> RunView:
     return RunView(run=run, windows=windows, decisions=store.decisions(run.id))
 
 
+@dataclass
+class TrendChart:
+    """One experiment's baseline over time, as SVG path data and captions."""
+
+    experiment_id: str
+    runs: int
+    latest: trends.TrendPoint
+    top_ms: float
+    top_pct: float
+    p50_path: str
+    p95_path: str
+    error_path: str
+    worse: list[str]
+
+
+def _trend_charts(store: Store) -> list[TrendChart]:
+    charts = []
+    for experiment_id, points in trends.read_series(store).items():
+        p50 = [point.p50_ms for point in points]
+        p95 = [point.p95_ms for point in points]
+        errors = [point.error_pct for point in points]
+        top_ms = trends.y_top([p50, p95])
+        top_pct = trends.y_top([errors, [1.0]])  # 0-1 % at least: no zoomed noise
+
+        def path(values: list[float | None], top: float, height: int) -> str:
+            segments = trends.scale_points(
+                values, width=CHART_W, height=height, top=top
+            )
+            return trends.svg_path(segments)
+
+        charts.append(
+            TrendChart(
+                experiment_id=experiment_id,
+                runs=len(points),
+                latest=points[-1],
+                top_ms=top_ms,
+                top_pct=top_pct,
+                p50_path=path(p50, top_ms, CHART_H),
+                p95_path=path(p95, top_ms, CHART_H),
+                error_path=path(errors, top_pct, CHART_H // 2),
+                worse=[worse.describe() for worse in trends.regressions(points)],
+            )
+        )
+    return charts
+
+
 def render_dashboard(store: Store, refresh_s: int = 30) -> str:
     """The page's HTML for the record as it is now."""
     runs = store.runs(limit=HISTORY_ROWS)
@@ -65,6 +113,9 @@ def render_dashboard(store: Store, refresh_s: int = 30) -> str:
     return template.render(
         latest=latest,
         history=[_run_view(store, run) for run in runs],
+        trends=_trend_charts(store),
+        chart_w=CHART_W,
+        chart_h=CHART_H,
         generated_at=utc_now(),
         refresh_s=refresh_s,
         version=__version__,
