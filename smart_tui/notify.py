@@ -65,7 +65,20 @@ class EventKind(StrEnum):
     APPLY_FAILED = "apply-failed"
     GUARDRAIL_ROLLBACK = "guardrail-rollback"
     CRASH_RECOVERY = "crash-recovery"
+    REVERT_FAILED = "revert-failed"
     TEST = "test"
+
+
+# The severity each event has unless the caller knows better (README's table).
+DEFAULT_SEVERITY = {
+    EventKind.DECISION: Severity.INFO,
+    EventKind.PENDING_APPROVAL: Severity.NOTICE,
+    EventKind.APPLY_FAILED: Severity.WARNING,
+    EventKind.GUARDRAIL_ROLLBACK: Severity.WARNING,
+    EventKind.CRASH_RECOVERY: Severity.WARNING,
+    EventKind.REVERT_FAILED: Severity.CRITICAL,
+    EventKind.TEST: Severity.CRITICAL,
+}
 
 
 @dataclass(frozen=True)

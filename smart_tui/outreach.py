@@ -23,6 +23,7 @@ from smart_tui.config import Settings
 from smart_tui.errors import NothingToDo, SmartError
 from smart_tui.experiments import Experiment
 from smart_tui.notify import (
+    DEFAULT_SEVERITY,
     Delivery,
     Event,
     EventKind,
@@ -94,25 +95,27 @@ def after_run(
 def notify_event(
     settings: Settings,
     event_kind: str,
-    severity: str | Severity,
+    severity: str | Severity | None,
     text: str,
     numbers: Mapping[str, Any] | None = None,
     *,
     run_id: str | None = None,
     experiment_id: str | None = None,
 ) -> list[Delivery]:
-    """Tell the configured webhooks about an event mid-run (apply failed, guardrail
-    rollback, crash recovery...). Call it after acting, never before: it takes up
-    to NOTIFY_TIMEOUT_SECONDS. Never raises."""
-    try:
-        level = Severity.parse(severity)
-    except ValueError as exc:
-        log.warning("%s; sent as warning", exc)
-        level = Severity.WARNING
-    try:
-        kind = EventKind(event_kind).value
-    except ValueError:
-        kind = event_kind
+    """Tell the configured webhooks about an event mid-run (``EventKind``: apply
+    failed, guardrail rollback, crash recovery, revert failed...). ``severity``
+    None means the kind's DEFAULT_SEVERITY. Call it after acting, never before: it
+    takes up to NOTIFY_TIMEOUT_SECONDS. Never raises."""
+    known = event_kind in EventKind.__members__.values()
+    kind = EventKind(event_kind).value if known else event_kind
+    level = Severity.WARNING
+    if severity is None and known:
+        level = DEFAULT_SEVERITY[EventKind(event_kind)]
+    elif severity is not None:
+        try:
+            level = Severity.parse(severity)
+        except ValueError as exc:
+            log.warning("%s; sent as warning", exc)
     title = kind.replace("-", " ")
     event = Event(
         kind=kind,
@@ -336,7 +339,8 @@ def decision_event(
     decisions = store.decisions(run_id)
     pending = [row for row in decisions if row["acted"] == "pending"]
     if settings.approval == "manual" and pending:
-        kind, severity = EventKind.PENDING_APPROVAL, Severity.NOTICE
+        kind = EventKind.PENDING_APPROVAL
+        severity = DEFAULT_SEVERITY[kind]
         what = f"{len(pending)} decision(s) wait for approval"
     else:
         kind = EventKind.DECISION

@@ -266,3 +266,26 @@ def test_notify_test_without_targets_says_so(
     conf.write_text("")
     assert main(["--config", str(conf), "notify", "test"]) == 10
     assert "no notification target" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("kind", "reached"),
+    [
+        ("decision", {"webhook"}),
+        ("pending-approval", {"webhook", "slack"}),
+        ("guardrail-rollback", {"webhook", "slack", "discord"}),
+        ("revert-failed", {"webhook", "slack", "discord"}),
+        ("something-new", {"webhook", "slack", "discord"}),  # unknown: warning
+    ],
+)
+def test_without_a_severity_each_kind_has_its_own(
+    tmp_path: Path, serve: Callable[..., FakeServer], kind: str, reached: set[str]
+) -> None:
+    hooks = receivers(serve)
+    deliveries = outreach.notify_event(
+        hook_settings(tmp_path, hooks), kind, None, "text", experiment_id="007_demo"
+    )
+    assert {d.target for d in deliveries if d.ok} == reached
+    assert hooks["webhook"].seen[0].json()["title"] == (
+        f"007_demo: {kind.replace('-', ' ')}"
+    )
