@@ -20,7 +20,7 @@ from smart_tui.coach.client import CoachAnswer, ask_coach, endpoint_of, secrets_
 from smart_tui.coach.records import StoredAdvice, new_advice, save_advice
 from smart_tui.coach.wire import Deadline, Scrubber, register_secrets
 from smart_tui.config import Settings
-from smart_tui.errors import NothingToDo, SmartError
+from smart_tui.errors import ConfigError, NothingToDo, SmartError
 from smart_tui.experiments import Experiment
 from smart_tui.notify import (
     DEFAULT_SEVERITY,
@@ -197,7 +197,11 @@ def _consult(
     whatever the network does, this returns on time. The worker only talks HTTP;
     the store stays on this thread."""
     scrub = _scrubber(settings)
-    source = endpoint_of(settings.coach_url).kind
+    try:
+        source = endpoint_of(settings.coach_url).kind
+    except ConfigError as exc:
+        log.warning("coach for run %s not asked: %s", run_id, exc.message)
+        return new_advice(run_id, source="", status="failed", reason=exc.message)
     limit_s = settings.coach_timeout_seconds
     outcome: list[CoachAnswer | SmartError] = []
 

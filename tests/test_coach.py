@@ -443,6 +443,21 @@ def test_plain_http_beyond_loopback_is_refused_without_sending(
     )
 
 
+def test_a_local_model_url_without_a_model_is_recorded_not_raised(
+    tmp_path: Path, world: tuple[Store, Experiment]
+) -> None:
+    store, experiment = world
+    settings = coach_settings(tmp_path, "ollama://127.0.0.1:9/")
+
+    result = outreach.after_run(settings, store, seed_run(store), experiment)
+
+    assert result.error is None
+    assert result.advice is not None and result.advice.status == "failed"
+    assert result.advice.reason.startswith(
+        "COACH_URL ollama://127.0.0.1:9 names no model"
+    )
+
+
 def test_proxy_variables_are_ignored_unless_coach_proxy_is_set(
     tmp_path: Path,
     world: tuple[Store, Experiment],

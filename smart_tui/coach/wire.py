@@ -1,7 +1,8 @@
 """Outbound HTTP for the coach and the notifiers: HTTPS unless the host is loopback,
 no proxy unless one is named, a connect deadline and a total deadline, a capped
 body, bounded retries. Failures come back as ``OutboundError`` whose text names the
-host, never a path, query or header: webhook paths and tokens are secrets."""
+host, never a path, query or header: webhook paths and tokens are secrets. Importing
+it filters httpx's loggers, which print full URLs, through ``register_secrets``."""
 
 from __future__ import annotations
 
