@@ -34,6 +34,50 @@ _SETTING_FLAGS = {
 }
 
 
+def _add_setting_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """Options every command takes, before or after the command's name. On a
+    subcommand their defaults are suppressed so they never hide a value given
+    before the name."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=default(None),
+        help="smart.conf to read (default: SMART_CONFIG, ./)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=default([]),
+        metavar="KEY=VALUE",
+        help="override one smart.conf setting (repeatable)",
+    )
+    for flag in _SETTING_FLAGS:
+        if flag == "policy":
+            continue
+        metavar = "URL" if flag == "target_url" else "S"
+        parser.add_argument(
+            "--" + flag.replace("_", "-"), metavar=metavar, default=default(None)
+        )
+    parser.add_argument(
+        "--policy",
+        choices=["stats", "seed"],
+        default=default(None),
+        help="decision policy",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default(False),
+        help="log warnings and errors only",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smart-tui",
@@ -44,17 +88,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=__version__)
     parser.add_argument(
-        "--config", type=Path, help="smart.conf to read (default: SMART_CONFIG, ./)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one smart.conf setting (repeatable)",
-    )
-    parser.add_argument(
         "--run-once",
         action="store_true",
         help="run one experiment headless (the timer's command) and exit",
@@ -64,15 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="with --run-once: run this experiment (default: the queue's next item)",
     )
-    parser.add_argument("--baseline-seconds", metavar="S")
-    parser.add_argument("--experiment-seconds", metavar="S")
-    parser.add_argument("--cooldown-seconds", metavar="S")
-    parser.add_argument("--settle-seconds", metavar="S")
-    parser.add_argument("--target-url", metavar="URL")
-    parser.add_argument("--policy", choices=["stats", "seed"], help="decision policy")
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="log warnings and errors only"
-    )
+    _add_setting_options(parser, suppress=False)
 
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("list", help="list experiments and whether they are valid")
@@ -90,7 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--rate", type=float, default=100.0, help="req/s; 0 = max")
     probe.add_argument("--duration", type=float, default=10.0, help="seconds")
     probe.add_argument("--connections", type=int, default=16)
+    probe.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
+    probe.add_argument(
+        "--warmup", type=float, default=0.0, help="seconds recorded, not scored"
+    )
+    probe.add_argument(
+        "--poisson", action="store_true", help="Poisson spacing instead of fixed"
+    )
+    probe.add_argument(
+        "--header", action="append", metavar="'NAME: VALUE'", help="(repeatable)"
+    )
     probe.add_argument("--json", action="store_true", help="one JSON object")
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="A/A run: measure this host's noise and the window length needed",
+    )
+    calibrate.add_argument(
+        "--experiment", metavar="ID", default=argparse.SUPPRESS, help="whose URL"
+    )
+    commands.add_parser(
+        "recover", help="put back the config of a run whose process died, if any"
+    )
     history = commands.add_parser("history", help="past runs and their decisions")
     history.add_argument("--limit", type=int, default=20)
     commands.add_parser("dashboard", help="rewrite the HTML dashboard now")
@@ -116,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="critical",
         help="severity of the test message (default: critical, reaches every target)",
     )
+    for subcommand in commands.choices.values():
+        _add_setting_options(subcommand, suppress=True)
     return parser
 
 
@@ -186,13 +233,18 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "probe":
         return commands.probe(args)
     settings = commands.settings_from(args.config, _overrides(args))
+    if args.command == "recover":
+        return commands.recover(settings)
+    commands.recover_on_start(settings)
     if args.run_once:
         if args.command:
             parser.error("--run-once takes no COMMAND")
         _install_signal_handlers()
         return commands.run_once(settings, args.experiment)
+    if args.command == "calibrate":
+        return commands.calibrate(settings, args.experiment)
     if args.experiment:
-        parser.error("--experiment goes with --run-once")
+        parser.error("--experiment goes with --run-once or calibrate")
     if args.command == "list":
         return commands.list_experiments(settings)
     if args.command == "check-config":

@@ -4,12 +4,12 @@ errors. Data goes to stdout, diagnostics to stderr."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from smart_tui import experiments as experiments_mod
+from smart_tui import journal
 from smart_tui import queue as queue_mod
 from smart_tui.config import (
     Settings,
@@ -18,7 +18,7 @@ from smart_tui.config import (
     load_settings,
     refuse_exposed_secrets,
 )
-from smart_tui.errors import ExitCode, NothingToDo
+from smart_tui.errors import ExitCode, LockHeld, NothingToDo
 from smart_tui.experiments import BrokenExperiment, Experiment
 from smart_tui.lab import Lab
 from smart_tui.lock import RunLock
@@ -30,6 +30,26 @@ def settings_from(config: Path | None, overrides: Mapping[str, str]) -> Settings
     settings = load_settings(config_path=config, overrides=overrides)
     refuse_exposed_secrets(settings)
     return settings
+
+
+def recover_on_start(settings: Settings) -> None:
+    """Every command first puts back a run whose process died (kill -9, power
+    loss). A run still alive holds the lock and is left alone."""
+    try:
+        recovery = journal.recover(settings.var_path, settings.database_path)
+    except LockHeld:
+        return
+    if recovery is not None:
+        print(f"smart-tui: {recovery.describe()}", file=sys.stderr)
+
+
+def recover(settings: Settings) -> int:
+    recovery = journal.recover(settings.var_path, settings.database_path)
+    if recovery is None:
+        print("nothing to recover: no run was interrupted")
+    else:
+        print(recovery.describe())
+    return int(ExitCode.OK)
 
 
 def _choose_experiment(
@@ -218,19 +238,28 @@ def dashboard(settings: Settings) -> int:
 
 
 def probe(args: argparse.Namespace) -> int:
-    from smart_tui.probe import ProbeConfig, format_summary, run_probe
+    from smart_tui.probe import probe_command
 
-    config = ProbeConfig(
-        url=args.url,
-        rate_rps=args.rate,
-        duration_s=args.duration,
-        connections=args.connections,
-    )
-    result = run_probe(config)
-    if args.json:
-        print(json.dumps(result.summary(), sort_keys=True))
+    return probe_command(args)
+
+
+def calibrate(settings: Settings, experiment_id: str | None) -> int:
+    from smart_tui.calibrate import calibrate as run_calibration
+
+    if experiment_id:
+        experiment = experiments_mod.find(settings.experiments_path, experiment_id)
     else:
-        print(format_summary(result))
+        valid = [
+            entry
+            for entry in experiments_mod.discover(settings.experiments_path)
+            if isinstance(entry, Experiment)
+        ]
+        if not valid:
+            raise NothingToDo(f"no valid experiment in {settings.experiments_path}")
+        experiment = valid[0]
+    with RunLock(settings.var_path / "run.lock", "smart-tui calibrate"):
+        result = run_calibration(settings, experiment)
+    print(result.describe())
     return int(ExitCode.OK)
 
 

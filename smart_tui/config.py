@@ -187,6 +187,23 @@ class Settings(BaseSettings):
         "empty or a command line",
         "'sudo -n nginx'",
     )
+    nginx_pid_file: str = _field(
+        "/run/nginx.pid",
+        "nginx master's pid file, to prove a reload started new workers "
+        "(ignored with the lab).",
+        "a file path",
+        "/run/nginx.pid",
+    )
+    nginx_error_log: str = _field(
+        "/var/log/nginx/error.log",
+        "nginx error log, scanned for [emerg] and [alert] after each reload "
+        "(ignored with the lab).",
+        "a file path",
+        "/var/log/nginx/error.log",
+    )
+    reload_timeout_seconds: float = _seconds(
+        10, "How long a reload may take to start new workers.", positive=True
+    )
     script_timeout_seconds: float = _seconds(
         120, "Limit for each apply/revert/measure script.", positive=True
     )

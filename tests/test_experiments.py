@@ -73,9 +73,7 @@ def test_missing_field_names_field_and_expected_shape(tmp_path: Path) -> None:
 
 
 def test_wrong_type_names_the_value(tmp_path: Path) -> None:
-    folder = write_meta(
-        tmp_path, "010_demo", {**GOOD, "measure_interval_sec": "often"}
-    )
+    folder = write_meta(tmp_path, "010_demo", {**GOOD, "measure_interval_sec": "often"})
     assert error_of(folder) == (
         f"{folder}/meta.json: field 'measure_interval_sec' is invalid (input should "
         "be a valid number, unable to parse string as a number; got 'often'); "
