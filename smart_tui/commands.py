@@ -8,9 +8,10 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from smart_tui import aftermath, journal
 from smart_tui import experiments as experiments_mod
-from smart_tui import journal
 from smart_tui import queue as queue_mod
+from smart_tui.aftermath import refresh_dashboard
 from smart_tui.config import (
     Settings,
     describe,
@@ -22,7 +23,7 @@ from smart_tui.errors import ExitCode, LockHeld, NothingToDo
 from smart_tui.experiments import BrokenExperiment, Experiment
 from smart_tui.lab import Lab
 from smart_tui.lock import RunLock
-from smart_tui.runner import RunOutcome, refresh_dashboard, run_experiment
+from smart_tui.runner import RunOutcome, run_experiment
 from smart_tui.storage import Store
 
 
@@ -41,6 +42,17 @@ def recover_on_start(settings: Settings) -> None:
         return
     if recovery is not None:
         print(f"smart-tui: {recovery.describe()}", file=sys.stderr)
+        _announce(settings, recovery)
+
+
+def _announce(settings: Settings, recovery: journal.Recovery) -> None:
+    aftermath.notify(
+        settings,
+        "crash-recovery",
+        recovery.describe(),
+        recovery.run_id,
+        recovery.experiment_id,
+    )
 
 
 def recover(settings: Settings) -> int:
@@ -49,6 +61,7 @@ def recover(settings: Settings) -> int:
         print("nothing to recover: no run was interrupted")
     else:
         print(recovery.describe())
+        _announce(settings, recovery)
     return int(ExitCode.OK)
 
 
@@ -101,6 +114,7 @@ def run_once(settings: Settings, experiment_id: str | None) -> int:
                     store,
                     observer=observer,
                     trigger="run-once" if why == "cli" else f"run-once:{why}",
+                    recheck=why == "recheck",
                 )
         finally:
             store.close()

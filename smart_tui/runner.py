@@ -20,49 +20,24 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
-import jinja2
-import numpy as np
-import numpy.typing as npt
 
-from smart_tui import dashboard
+from smart_tui import aftermath
 from smart_tui.config import Settings, describe
-from smart_tui.decide import decide
-from smart_tui.errors import (
-    ApplyFailed,
-    Interrupted,
-    RevertFailed,
-    SmartError,
-)
+from smart_tui.errors import ApplyFailed, RevertFailed, SmartError
 from smart_tui.experiments import Experiment, Variant
 from smart_tui.journal import Journal, JournalEntry
-from smart_tui.probe import ProbeConfig, ProbeResult, SecondStats, run_probe
-from smart_tui.records import (
-    RunFiles,
-    samples_for_store,
-    scored_samples,
-    second_row,
-    window_summary,
-)
+from smart_tui.measuring import MeasuringRun, Observer, VariantResult
+from smart_tui.records import RunFiles
 from smart_tui.scripts import run_command
-from smart_tui.sequential import EarlyStop, VariantWatch
 from smart_tui.snapshot import Snapshot
 from smart_tui.storage import StorageError, Store
 from smart_tui.target import Target, resolve_target
 
 log = logging.getLogger("smart_tui.runner")
 
-
-@dataclass
-class VariantResult:
-    """How one candidate variant fared against the baseline."""
-
-    variant: str
-    decision: str
-    reasons: list[str]
-    p50_ratio: float | None = None
+__all__ = ["Observer", "RunOutcome", "VariantResult", "new_run_id", "run_experiment"]
 
 
 @dataclass
@@ -78,25 +53,12 @@ class RunOutcome:
     dashboard_path: Path | None = None
 
 
-class Observer:
-    """Receives a run's progress; the CLI and the app subclass it. Does nothing."""
-
-    def phase(self, name: str, variant: str | None, duration_s: float) -> None:
-        """A phase began; ``duration_s`` is its planned length (0 if unknown)."""
-
-    def second(self, role: str, variant: str, stats: SecondStats) -> None:
-        """One second of probe figures arrived."""
-
-    def decided(self, variant: str, decision: str, reasons: list[str]) -> None:
-        """A variant was decided."""
-
-
 def new_run_id(experiment_id: str) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{experiment_id}-{secrets.token_hex(2)}"
 
 
-class Run:
+class Run(MeasuringRun):
     """The state of one run in progress. Use ``run_experiment``."""
 
     def __init__(
@@ -124,6 +86,29 @@ class Run:
         ]
         self.snapshot = Snapshot.take(watched)
         self.applied: Variant | None = None
+
+    def start_from_baseline(self) -> None:
+        """Revert a variant kept by an earlier run, so it is measured afresh; the
+        snapshot (what a failure restores) is then the baseline."""
+        log.info("recheck: reverting the kept variant before measuring")
+        before = self.target.watch.snapshot()
+        ok, described = self._run_script(
+            self.experiment.meta.revert, self.experiment.baseline
+        )
+        if not ok:
+            raise ApplyFailed(
+                f"{self.experiment.id}: recheck could not revert to the baseline: "
+                f"{described}"
+            )
+        if self.snapshot.changed() and self.reloads_nginx:
+            not_live = self.target.watch.wait_for_reload(
+                before, self.settings.reload_timeout_seconds
+            )
+            if not_live:
+                raise ApplyFailed(
+                    f"{self.experiment.id}: recheck revert not live: {not_live}"
+                )
+        self.snapshot = Snapshot.take(list(self.snapshot.files))
 
     @property
     def snapshot_dir(self) -> Path:
@@ -265,114 +250,6 @@ class Run:
 
     # Measuring
 
-    def probe_config(self, duration_s: float, warmup_s: float) -> ProbeConfig:
-        meta = self.experiment.meta
-        return ProbeConfig(
-            url=self.url,
-            rate_rps=self.rate_rps,
-            duration_s=duration_s + warmup_s,
-            connections=self.settings.probe_connections,
-            timeout_s=self.settings.probe_timeout_ms / 1000,
-            warmup_s=warmup_s,
-            headers=dict(meta.headers),
-        )
-
-    @property
-    def rate_rps(self) -> float:
-        meta_rate = self.experiment.meta.rate_rps
-        return meta_rate if meta_rate is not None else self.settings.probe_rate_rps
-
-    @property
-    def policy(self) -> dict[str, Any]:
-        """The decision policy's keyword arguments, from smart.conf."""
-        return {
-            "improve_pct": self.settings.improve_pct,
-            "max_err_delta_pct": self.settings.max_err_delta_pct,
-            "confidence": self.settings.confidence,
-            "policy": self.settings.decision_policy,
-        }
-
-    def measure(
-        self,
-        role: str,
-        variant: Variant,
-        duration_s: float,
-        watch: VariantWatch | None = None,
-    ) -> tuple[ProbeResult, EarlyStop | None]:
-        """Probe one window, storing each second as it arrives. After a reload the
-        first SETTLE_SECONDS are measured and stored but not scored: old workers
-        finish their keep-alive connections then, and the new ones warm up. With
-        a ``watch``, the window ends early on a guardrail trip or a clear answer."""
-        name = "baseline" if role == "baseline" else "measure"
-        phase = self.store.start_phase(self.run_id, name, variant.name)
-        warmup_s = self.settings.warmup_seconds
-        if role == "variant":
-            warmup_s += self.settings.settle_seconds
-        self.observer.phase(name, variant.name, duration_s + warmup_s)
-        window_id = self.store.open_window(self.run_id, variant.name, role)
-        window_stop = threading.Event()
-        early: list[EarlyStop] = []
-
-        def on_samples(
-            stats: SecondStats,
-            t_s: npt.NDArray[np.float64],
-            latencies_ms: npt.NDArray[np.float64],
-            statuses: npt.NDArray[np.int16],
-        ) -> None:
-            if watch is None or early:
-                return
-            stop = watch.add(stats, t_s, latencies_ms, statuses)
-            if stop is not None:
-                early.append(stop)
-                window_stop.set()
-
-        def on_second(stats: SecondStats) -> None:
-            self.store.add_seconds(window_id, [second_row(stats)])
-            self.observer.second(role, variant.name, stats)
-            if self.stop.is_set():
-                window_stop.set()
-
-        result = run_probe(
-            self.probe_config(duration_s, warmup_s),
-            on_second=on_second,
-            stop=window_stop,
-            on_samples=on_samples,
-        )
-        self.check_stop()
-        summary = window_summary(result)
-        self.store.close_window(window_id, summary, samples_for_store(result))
-        self.files.append_seconds(role, variant.name, result)
-        log.info(
-            "%s %s: %d requests, p50 %.2f ms, p99 %.2f ms, 5xx %.2f%%, %.0f/%.0f req/s",
-            role,
-            variant.name,
-            summary["requests"],
-            summary["p50_ms"] or 0,
-            summary["p99_ms"] or 0,
-            summary["error_pct"] or 0,
-            summary["achieved_rps"] or 0,
-            summary["intended_rps"] or 0,
-        )
-        self.store.finish_phase(phase, "done", early[0].kind if early else "")
-        return result, (early[0] if early else None)
-
-    def watch_for(self, baseline: ProbeResult) -> VariantWatch:
-        """A watch over the next variant window against ``baseline``."""
-        base = scored_samples(baseline)
-        return VariantWatch(
-            baseline=base,
-            baseline_conn_errors=base.conn_errors,
-            expected_samples=int(self.rate_rps * self.settings.experiment_seconds),
-            look_every_s=max(1, round(self.experiment.meta.measure_interval_sec)),
-            policy=self.policy,
-            sequential=self.settings.decision_policy == "stats",
-        )
-
-    def check_stop(self) -> None:
-        """Raise ``Interrupted`` if someone asked this run to stop."""
-        if self.stop.is_set():
-            raise Interrupted("run cancelled; reverted to baseline")
-
     def pause(self, name: str, variant: Variant, seconds: float) -> None:
         if seconds <= 0:
             return
@@ -413,6 +290,14 @@ class Run:
             if self.manual or not stays:
                 with signals_deferred():
                     self.revert()
+                if results[-1].stopped_by == "guardrail":
+                    aftermath.notify(
+                        settings,
+                        "guardrail-rollback",
+                        f"{variant.name} reverted: " + "; ".join(results[-1].reasons),
+                        self.run_id,
+                        self.experiment.id,
+                    )
                 if not is_last:
                     self.pause("cooldown", variant, settings.cooldown_seconds)
 
@@ -421,51 +306,6 @@ class Run:
             # The winner was not the last variant tried: put it back.
             self.apply(self.experiment.variant(best.variant))
         return results, best.variant if best else None
-
-    def judge(
-        self,
-        variant: Variant,
-        baseline: ProbeResult,
-        candidate: ProbeResult,
-        early: EarlyStop | None,
-    ) -> VariantResult:
-        if early is not None:
-            result = early.decision
-            planned = self.settings.experiment_seconds
-            extra = [
-                f"{early.kind} stop after {early.after_s} s of a {planned:g} s window"
-            ]
-        else:
-            base = scored_samples(baseline)
-            cand = scored_samples(candidate)
-            result = decide(
-                base.latencies_ms,
-                cand.latencies_ms,
-                base.errors,
-                cand.errors,
-                baseline_t_s=base.t_s,
-                variant_t_s=cand.t_s,
-                **self.policy,
-            )
-            extra = []
-        details = result.to_dict()
-        verdict = str(result["decision"])
-        reasons = [*result["reasons"], *extra]
-        self.store.add_decision(
-            self.run_id,
-            variant.name,
-            verdict,
-            policy=self.settings.decision_policy,
-            reasons=reasons,
-            details=details,
-            acted="pending",
-        )
-        for reason in reasons:
-            log.info("%s %s: %s", variant.name, verdict, reason)
-        self.observer.decided(variant.name, verdict, reasons)
-        effect = details.get("effect") or {}
-        ratio = effect.get("ratio") if isinstance(effect, dict) else None
-        return VariantResult(variant.name, verdict, reasons, ratio)
 
 
 def _outcome(results: list[VariantResult], kept: str | None) -> str:
@@ -490,8 +330,12 @@ def run_experiment(
     trigger: str = "cli",
     target: Target | None = None,
     stop: threading.Event | None = None,
+    recheck: bool = False,
 ) -> RunOutcome:
     """Run ``experiment`` once and leave the server on baseline or the kept variant.
+
+    A ``recheck`` re-tests a variant kept earlier: it first reverts to the
+    baseline, so the kept change must win again or it is dropped.
 
     Setting ``stop`` (from another thread) ends the run at the next second of
     measurement or pause: it reverts and raises ``Interrupted``."""
@@ -506,6 +350,8 @@ def run_experiment(
         stop or threading.Event(),
     )
     run.files.open_log()
+    if recheck:
+        run.start_from_baseline()
     run.snapshot.save(run.snapshot_dir)
     # The journal goes first: from here on a killed process is recovered.
     journal = Journal(settings.var_path)
@@ -549,7 +395,7 @@ def run_experiment(
         kept_variant=kept,
         results=results,
         run_dir=run.files.folder,
-        dashboard_path=refresh_dashboard(settings, store),
+        dashboard_path=aftermath.after_run(settings, store, run.run_id, experiment),
     )
 
 
@@ -591,7 +437,13 @@ def _abort(run: Run, exc: BaseException) -> None:
             "run-failed", message, run_id=run.run_id, level="error"
         )
     )
-    refresh_dashboard(run.settings, run.store)
+    kind = "revert-failed" if revert_error else "apply-failed"
+    if revert_error or isinstance(exc, ApplyFailed):
+        aftermath.after_failure(
+            run.settings, run.store, run.run_id, run.experiment, kind, message
+        )
+    else:
+        aftermath.refresh_dashboard(run.settings, run.store)
 
 
 def _mark_acted(store: Store, run_id: str, kept: str | None) -> None:
@@ -601,12 +453,3 @@ def _mark_acted(store: Store, run_id: str, kept: str | None) -> None:
             "else 'reverted' end where run_id = ?",
             [kept, run_id],
         )
-
-
-def refresh_dashboard(settings: Settings, store: Store) -> Path | None:
-    """Rewrite the dashboard; a failure is logged and never fails the run."""
-    try:
-        return dashboard.write_dashboard(store, settings.www_path)
-    except (OSError, sqlite3.Error, jinja2.TemplateError) as exc:
-        log.error("dashboard not written to %s: %s", settings.www_path, exc)
-        return None

@@ -148,7 +148,8 @@ async def test_experiment_detail_enqueue_and_broken_run(settings) -> None:
 
         await pilot.press("e")
         await pilot.pause()
-        assert "Not yet: the queue arrives with issue 7" in notes(app)
+        assert "001_workers queued at position 1" in notes(app)
+        assert table.get_row("001_workers")[1] == "queued"
 
         await pilot.press("down", "down", "down")
         assert "BROKEN" in text_of(app, "#experiment-about")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import signal
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +21,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from smart_tui import approvals
+from smart_tui import queue as queue_mod
 from smart_tui.config import (
     CONFIG_NAME,
     SettingRow,
@@ -170,7 +170,8 @@ class SmartApp(App[int]):
         except ExperimentError as exc:
             self.notify(exc.message, title=exc.title, severity="error")
             self.entries = []
-        return model.experiment_rows(self.entries, self.store)
+        queued = frozenset(item.experiment_id for item in queue_mod.items(self.store))
+        return model.experiment_rows(self.entries, self.store, queued=queued)
 
     def _entry(self, experiment_id: str) -> Experiment | BrokenExperiment | None:
         if not self.entries:
@@ -183,16 +184,16 @@ class SmartApp(App[int]):
             self.push_screen(ExperimentDetailScreen(entry))
 
     def enqueue(self, experiment_id: str) -> None:
-        if importlib.util.find_spec("smart_tui.queue") is None:
-            self.notify(
-                f"{experiment_id} not queued. Not yet: the queue arrives with issue 7",
-                severity="warning",
-            )
+        entry = self._entry(experiment_id)
+        if isinstance(entry, BrokenExperiment):
+            self.notify(entry.error, title="not queued", severity="error")
             return
-        # TODO: call the queue once issue 7 defines its API; refusing is safe.
+        item = queue_mod.add(self.store, experiment_id, reason="app")
         self.notify(
-            "the queue exists but the app cannot use it yet", severity="warning"
+            f"{experiment_id} queued at position {item.position}; the timer's next "
+            "run takes it"
         )
+        self.db_generation += 1
 
     # Runs
 

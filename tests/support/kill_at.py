@@ -43,14 +43,14 @@ def at_variant_second(predicate: Callable[[Any], bool]) -> None:
     """Die inside the variant window, at the first second matching ``predicate``."""
     original = runner.run_probe
 
-    def probe(config: Any, on_second: Any = None, stop: Any = None) -> Any:
+    def probe(config: Any, on_second: Any = None, **kwargs: Any) -> Any:
         def watch(stats: Any) -> None:
             on_second(stats)
             if variant_window and predicate(stats):
                 die()
 
         variant_window = config.warmup_s > 1.0  # settle + warm-up: a variant
-        return original(config, on_second=watch, stop=stop)
+        return original(config, on_second=watch, **kwargs)
 
     runner.run_probe = probe
 

@@ -1,0 +1,70 @@
+"""A change kept long ago is re-tested from the baseline: it must win again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from smart_tui.lab import LabInfo
+
+REPO = Path(__file__).resolve().parent.parent
+FAST = [
+    "--baseline-seconds",
+    "4",
+    "--experiment-seconds",
+    "4",
+    "--settle-seconds",
+    "1",
+    "--cooldown-seconds",
+    "0",
+]
+
+
+def smart(base: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMART_")}
+    env["SMART_CONFIG"] = str(base / "smart.conf")
+    return subprocess.run(
+        [sys.executable, "-m", "smart_tui", *args],
+        cwd=base,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_old_kept_change_is_rechecked_from_the_baseline(
+    tmp_path: Path, lab: LabInfo
+) -> None:
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    (tmp_path / "smart.conf").write_text("PROBE_RATE_RPS=150\nRECHECK_DAYS=30\n")
+    first = smart(tmp_path, "--run-once", "--experiment", "002_proxy_cache", *FAST)
+    assert "outcome:    KEEP" in first.stdout, first.stderr
+    kept_conf = lab.nginx_conf.read_bytes()
+
+    # Age the kept run past RECHECK_DAYS.
+    with sqlite3.connect(tmp_path / "var" / "smart.db") as conn:
+        conn.execute(
+            "update runs set started_at = '2026-01-01T00:00:00+00:00', "
+            "finished_at = '2026-01-01T00:05:00+00:00'"
+        )
+
+    again = smart(tmp_path, "--run-once", *FAST)
+
+    assert again.returncode == 0, again.stderr
+    assert "experiment: 002_proxy_cache" in again.stdout
+    assert "outcome:    KEEP" in again.stdout
+    assert "recheck: reverting the kept variant before measuring" in again.stderr
+    # Measured from the real baseline (slow backend), then the winner is back.
+    with sqlite3.connect(tmp_path / "var" / "smart.db") as conn:
+        rows = conn.execute(
+            "select w.summary from windows w join runs r on r.id = w.run_id "
+            "where r.trigger = 'run-once:recheck' and w.role = 'baseline'"
+        ).fetchall()
+    assert len(rows) == 1 and '"p50_ms": 2' in rows[0][0]
+    assert lab.nginx_conf.read_bytes() == kept_conf
