@@ -157,6 +157,14 @@ class Settings(BaseSettings):
         "stats: confidence test; seed: the old bash script's rule.",
         "stats or seed",
     )
+    switchback_blocks: int = _field(
+        0,
+        "0 or 1: one baseline window, then the variant; N >= 2: N alternating "
+        "baseline/variant block pairs sharing the windows, so drift cancels.",
+        "a whole number 0..50",
+        ge=0,
+        le=50,
+    )
     target_url: str = _field(
         "",
         "URL the probe measures; empty = the lab's URL.",

@@ -21,8 +21,8 @@ from smart_tui.experiments import Experiment, Variant
 from smart_tui.probe import ProbeConfig, ProbeResult, SecondStats, run_probe
 from smart_tui.records import (
     RunFiles,
+    Samples,
     samples_for_store,
-    scored_samples,
     second_row,
     window_summary,
 )
@@ -101,6 +101,8 @@ class MeasuringRun:
         variant: Variant,
         duration_s: float,
         watch: VariantWatch | None = None,
+        *,
+        washout: bool = False,
     ) -> tuple[ProbeResult, EarlyStop | None]:
         """Probe one window, storing each second as it arrives. After a reload the
         first SETTLE_SECONDS are measured and stored but not scored: old workers
@@ -109,7 +111,7 @@ class MeasuringRun:
         name = "baseline" if role == "baseline" else "measure"
         phase = self.store.start_phase(self.run_id, name, variant.name)
         warmup_s = self.settings.warmup_seconds
-        if role == "variant":
+        if role == "variant" or washout:
             warmup_s += self.settings.settle_seconds
         self.observer.phase(name, variant.name, duration_s + warmup_s)
         window_id = self.store.open_window(self.run_id, variant.name, role)
@@ -159,16 +161,16 @@ class MeasuringRun:
         self.store.finish_phase(phase, "done", early[0].kind if early else "")
         return result, (early[0] if early else None)
 
-    def watch_for(self, baseline: ProbeResult) -> VariantWatch:
-        """A watch over the next variant window against ``baseline``."""
-        base = scored_samples(baseline)
+    def watch_for(self, base: Samples, *, sequential: bool = True) -> VariantWatch:
+        """A watch over the next variant window against the baseline's samples;
+        ``sequential=False`` keeps only the guardrail."""
         return VariantWatch(
             baseline=base,
             baseline_conn_errors=base.conn_errors,
             expected_samples=int(self.rate_rps * self.settings.experiment_seconds),
             look_every_s=max(1, round(self.experiment.meta.measure_interval_sec)),
             policy=self.policy,
-            sequential=self.settings.decision_policy == "stats",
+            sequential=sequential and self.settings.decision_policy == "stats",
         )
 
     def check_stop(self) -> None:
@@ -179,19 +181,21 @@ class MeasuringRun:
     def judge(
         self,
         variant: Variant,
-        baseline: ProbeResult,
-        candidate: ProbeResult,
+        base: Samples,
+        cand: Samples,
         early: EarlyStop | None,
+        note: str = "",
     ) -> VariantResult:
+        """Decide ``variant`` from the scored samples (or take the early answer)
+        and record the decision with every reason."""
+        extra = [note] if note else []
         if early is not None:
             result = early.decision
             planned = self.settings.experiment_seconds
-            extra = [
+            extra.append(
                 f"{early.kind} stop after {early.after_s} s of a {planned:g} s window"
-            ]
+            )
         else:
-            base = scored_samples(baseline)
-            cand = scored_samples(candidate)
             result = decide(
                 base.latencies_ms,
                 cand.latencies_ms,
@@ -201,7 +205,6 @@ class MeasuringRun:
                 variant_t_s=cand.t_s,
                 **self.policy,
             )
-            extra = []
         details = result.to_dict()
         verdict = str(result["decision"])
         reasons = [*result["reasons"], *extra]

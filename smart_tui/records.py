@@ -74,6 +74,17 @@ def scored_samples(result: ProbeResult) -> Samples:
     )
 
 
+def combine(blocks: list[tuple[float, Samples]]) -> Samples:
+    """One arm from several windows, each ``(offset_s, samples)``: send times are
+    shifted onto one clock so time batches follow the real order of blocks."""
+    return Samples(
+        latencies_ms=np.concatenate([s.latencies_ms for _, s in blocks]),
+        errors=np.concatenate([s.errors for _, s in blocks]),
+        t_s=np.concatenate([s.t_s + offset for offset, s in blocks]),
+        conn_errors=sum(s.conn_errors for _, s in blocks),
+    )
+
+
 def window_summary(result: ProbeResult) -> dict[str, Any]:
     """The probe's summary plus the 5xx share in percent, JSON-safe."""
     summary = {key: _finite(value) for key, value in result.summary().items()}

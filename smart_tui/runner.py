@@ -15,6 +15,7 @@ import signal
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from smart_tui.errors import ApplyFailed, RevertFailed, SmartError
 from smart_tui.experiments import Experiment, Variant
 from smart_tui.journal import Journal, JournalEntry
 from smart_tui.measuring import MeasuringRun, Observer, VariantResult
-from smart_tui.records import RunFiles
+from smart_tui.records import RunFiles, Samples, combine, scored_samples
 from smart_tui.scripts import run_command
 from smart_tui.snapshot import Snapshot
 from smart_tui.storage import StorageError, Store
@@ -86,6 +87,7 @@ class Run(MeasuringRun):
         ]
         self.snapshot = Snapshot.take(watched)
         self.applied: Variant | None = None
+        self.started_s = time.monotonic()
 
     def start_from_baseline(self) -> None:
         """Revert a variant kept by an earlier run, so it is measured afresh; the
@@ -269,21 +271,29 @@ class Run(MeasuringRun):
         """Measure the baseline, then each variant against it; return the decisions
         and the variant left live (None: the baseline)."""
         settings = self.settings
-        baseline, _ = self.measure(
-            "baseline", self.experiment.baseline, settings.baseline_seconds
-        )
+        switchback = settings.switchback_blocks > 1
+        baseline = None
+        if not switchback:
+            first, _ = self.measure(
+                "baseline", self.experiment.baseline, settings.baseline_seconds
+            )
+            baseline = scored_samples(first)
         results: list[VariantResult] = []
         candidates = self.experiment.candidates
         for index, variant in enumerate(candidates):
             is_last = index == len(candidates) - 1
-            self.apply(variant)
-            measured, early = self.measure(
-                "variant",
-                variant,
-                settings.experiment_seconds,
-                self.watch_for(baseline),
-            )
-            results.append(self.judge(variant, baseline, measured, early))
+            if baseline is None:
+                results.append(self.switchback(variant))
+            else:
+                self.apply(variant)
+                measured, early = self.measure(
+                    "variant",
+                    variant,
+                    settings.experiment_seconds,
+                    self.watch_for(baseline),
+                )
+                cand = scored_samples(measured)
+                results.append(self.judge(variant, baseline, cand, early))
             best = _best_keep(results)
             # The last variant, if it is the best KEEP, simply stays live.
             stays = is_last and best is not None and best.variant == variant.name
@@ -306,6 +316,43 @@ class Run(MeasuringRun):
             # The winner was not the last variant tried: put it back.
             self.apply(self.experiment.variant(best.variant))
         return results, best.variant if best else None
+
+    def switchback(self, variant: Variant) -> VariantResult:
+        """Alternate baseline and variant blocks (SWITCHBACK_BLOCKS pairs), so
+        slow drift and time-of-day effects fall on both arms alike. After each
+        reload SETTLE_SECONDS wash out unscored. Ends with the variant live."""
+        settings = self.settings
+        blocks = settings.switchback_blocks
+        base_blocks: list[tuple[float, Samples]] = []
+        variant_blocks: list[tuple[float, Samples]] = []
+        early = None
+        for block in range(blocks):
+            if block:
+                with signals_deferred():
+                    self.revert()
+            offset_s = time.monotonic() - self.started_s
+            measured, _ = self.measure(
+                "baseline",
+                self.experiment.baseline,
+                settings.baseline_seconds / blocks,
+                washout=block > 0,
+            )
+            base_blocks.append((offset_s, scored_samples(measured)))
+            self.apply(variant)
+            offset_s = time.monotonic() - self.started_s
+            measured, early = self.measure(
+                "variant",
+                variant,
+                settings.experiment_seconds / blocks,
+                self.watch_for(combine(base_blocks), sequential=False),
+            )
+            variant_blocks.append((offset_s, scored_samples(measured)))
+            if early is not None:
+                break
+        note = f"switchback: {len(variant_blocks)} of {blocks} block pairs measured"
+        return self.judge(
+            variant, combine(base_blocks), combine(variant_blocks), early, note
+        )
 
 
 def _outcome(results: list[VariantResult], kept: str | None) -> str:
