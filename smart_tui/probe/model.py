@@ -32,7 +32,7 @@ STATUS_UNSENT = -2
 
 # A window is invalid when fewer than this share of the intended requests could be
 # written to a socket (connection cap reached for long, or the probe too slow), or
-# when too many of its seconds were flagged (see run.EXCLUDED_SHARE_MAX).
+# when too many of its seconds were flagged (see collect.EXCLUDED_SHARE_MAX).
 SENT_RATIO_MIN = 0.99
 # A second is flagged when the probe's own scheduler sent this late (p99): the
 # latencies of that second then measure the probe's CPU, not the server.
