@@ -8,7 +8,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from smart_tui import aftermath, journal
+from smart_tui import aftermath, journal, spool
 from smart_tui import experiments as experiments_mod
 from smart_tui import queue as queue_mod
 from smart_tui.aftermath import refresh_dashboard
@@ -43,6 +43,9 @@ def recover_on_start(settings: Settings) -> None:
     if recovery is not None:
         print(f"smart-tui: {recovery.describe()}", file=sys.stderr)
         _announce(settings, recovery)
+    # Then what a run could not write to the database when it failed.
+    for imported in spool.import_pending(settings.var_path, settings.database_path):
+        print(f"smart-tui: {imported.describe()}", file=sys.stderr)
 
 
 def _announce(settings: Settings, recovery: journal.Recovery) -> None:
@@ -103,6 +106,12 @@ def run_once(settings: Settings, experiment_id: str | None) -> int:
     from smart_tui.progress import make_observer
 
     with RunLock(settings.var_path / "run.lock", "smart-tui --run-once") as lock:
+        # Before the queue is touched: an unwritable record refuses the run.
+        check = Store(settings.database_path)
+        try:
+            check.require_writable()
+        finally:
+            check.close()
         experiment, why = _choose_experiment(settings, experiment_id)
         lock.update(f"a run of {experiment.id}")
         store = Store(settings.database_path)

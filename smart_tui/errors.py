@@ -23,6 +23,8 @@ class ExitCode(IntEnum):
     LOCKED = 8
     LAB_FAILED = 9
     NOTHING_TO_DO = 10
+    CHECKS_FAILED = 11
+    DATABASE_FAILED = 12
     INTERRUPTED = 130
 
 

@@ -16,7 +16,7 @@ import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from smart_tui import aftermath
+from smart_tui import aftermath, spool
 from smart_tui.config import Settings, describe
 from smart_tui.errors import ApplyFailed, RevertFailed, SmartError
 from smart_tui.experiments import Experiment, Variant
@@ -216,18 +216,18 @@ class Run(MeasuringRun):
                 described = f"{described}; reloaded again ({not_live})"
         self.applied = None
         self.record(
-            lambda: self.store.record_phase(
-                self.run_id, "revert", variant.name, "done", described
-            )
+            "phase",
+            run_id=self.run_id,
+            name="revert",
+            variant=variant.name,
+            status="done",
+            detail=described,
         )
 
-    def record(self, write: Callable[[], object]) -> None:
+    def record(self, what: str, **fields: object) -> None:
         """Write to the database where losing the write must not stop the run's
-        safety work; a failure is logged and the run goes on."""
-        try:
-            write()
-        except (sqlite3.Error, StorageError) as exc:
-            log.error("could not record in %s: %s", self.store.path, exc)
+        safety work: a failed write is spooled to var/spool/ and the run goes on."""
+        spool.record(self.store, self.settings.var_path, self.run_id, what, fields)
 
     def _reload_checked(self) -> None:
         """Test and reload the (restored) baseline, and prove nginx took it up."""
@@ -386,6 +386,8 @@ def run_experiment(
 
     Setting ``stop`` (from another thread) ends the run at the next second of
     measurement or pause: it reverts and raises ``Interrupted``."""
+    # An unwritable record refuses the run before anything changes.
+    store.require_writable()
     target = target or resolve_target(settings)
     run = Run(
         settings,
@@ -428,6 +430,14 @@ def run_experiment(
         store.finish_run(run.run_id, status="done", outcome=outcome, kept_variant=kept)
         journal.clear()
         log.info("run %s: %s, kept %s", run.run_id, outcome, kept or "baseline")
+    except (sqlite3.Error, StorageError) as exc:
+        # Losing the record mid-run ends the run: a decision must be auditable.
+        _abort(run, exc)
+        raise StorageError(
+            f"run {run.run_id}: writing the database {store.path} failed ({exc}); "
+            "the server was put back on its baseline; what could not be recorded "
+            f"waits in {run.settings.var_path / spool.SPOOL_DIR} for the next start"
+        ) from exc
     except BaseException as exc:
         _abort(run, exc)
         raise
@@ -475,14 +485,15 @@ def _abort(run: Run, exc: BaseException) -> None:
     if revert_error is None:
         Journal(run.settings.var_path).clear()
     run.record(
-        lambda: run.store.finish_run(
-            run.run_id, status="failed", outcome=outcome, error=message
-        )
+        "finish",
+        run_id=run.run_id,
+        experiment_id=run.experiment.id,
+        status="failed",
+        outcome=outcome,
+        error=message,
     )
     run.record(
-        lambda: run.store.add_event(
-            "run-failed", message, run_id=run.run_id, level="error"
-        )
+        "event", kind="run-failed", message=message, run_id=run.run_id, level="error"
     )
     kind = "revert-failed" if revert_error else "apply-failed"
     if revert_error or isinstance(exc, ApplyFailed):

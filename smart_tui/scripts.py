@@ -98,6 +98,22 @@ def _kill_group(process: subprocess.Popen[str]) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def never_prompt(argv: list[str]) -> list[str]:
+    """``argv`` with ``-n`` after a leading ``sudo`` that lacks it. A password prompt
+    would hang an unattended run until its timeout; with ``-n`` sudo fails at once
+    and says why. A second ``-n`` is harmless, so only the exact flag is looked for."""
+    if not argv or Path(argv[0]).name != "sudo":
+        return argv
+    options = []
+    for word in argv[1:]:
+        if not word.startswith("-"):
+            break
+        options.append(word)
+    if "-n" in options or "--non-interactive" in options:
+        return argv
+    return [argv[0], "-n", *argv[1:]]
+
+
 @dataclass(frozen=True)
 class Nginx:
     """The nginx an experiment changes: its main config and the command to run it."""

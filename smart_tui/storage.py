@@ -17,12 +17,13 @@ from typing import Any, cast
 
 import sqlite_utils
 
-from smart_tui.errors import SmartError
+from smart_tui.errors import ExitCode, SmartError
 
 BUSY_TIMEOUT_S = 15.0
 
 
 class StorageError(SmartError):
+    exit_code = ExitCode.DATABASE_FAILED
     title = "database"
 
 
@@ -222,6 +223,22 @@ class Store:
             with self.db.conn:
                 migration(self.db)
                 self.db.execute(f"PRAGMA user_version = {number}")
+
+    def require_writable(self) -> None:
+        """Raise ``StorageError`` unless this process may write the database. A
+        read-only file still opens (sqlite falls back to reading), so the check
+        takes the write lock and rewrites the schema version, then rolls back."""
+        version = self.schema_version
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute(f"PRAGMA user_version = {version}")
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"cannot write the database {self.path} ({exc}); nothing was "
+                "changed; make the file and its folder writable by this user"
+            ) from None
+        finally:
+            self.db.conn.rollback()
 
     @property
     def schema_version(self) -> int:

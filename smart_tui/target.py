@@ -14,7 +14,7 @@ from smart_tui.config import Settings
 from smart_tui.errors import TargetUnreachable
 from smart_tui.lab import Lab
 from smart_tui.nginx_live import NginxWatch
-from smart_tui.scripts import Nginx
+from smart_tui.scripts import Nginx, never_prompt
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ def resolve_target(settings: Settings) -> Target:
             url=settings.target_url,
             nginx=Nginx(
                 conf=settings.nginx_conf_path or Path(settings.nginx_conf),
-                command=shlex.split(settings.nginx_cmd),
+                command=never_prompt(shlex.split(settings.nginx_cmd)),
             ),
             watch=NginxWatch(
                 pid_file=Path(settings.nginx_pid_file),
