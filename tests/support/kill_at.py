@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from smart_tui import cli, dashboard, journal, runner, storage
+from smart_tui import cli, dashboard, journal, measuring, progress, runner, storage
 
 
 def die() -> None:
@@ -41,18 +41,14 @@ def before(call: Callable[..., Any]) -> Callable[..., Any]:
 
 def at_variant_second(predicate: Callable[[Any], bool]) -> None:
     """Die inside the variant window, at the first second matching ``predicate``."""
-    original = runner.run_probe
+    original = progress.PlainObserver.second
 
-    def probe(config: Any, on_second: Any = None, **kwargs: Any) -> Any:
-        def watch(stats: Any) -> None:
-            on_second(stats)
-            if variant_window and predicate(stats):
-                die()
+    def second(self: Any, role: str, variant: str, stats: Any) -> None:
+        original(self, role, variant, stats)
+        if role == "variant" and predicate(stats):
+            die()
 
-        variant_window = config.warmup_s > 1.0  # settle + warm-up: a variant
-        return original(config, on_second=watch, **kwargs)
-
-    runner.run_probe = probe
+    progress.PlainObserver.second = second  # type: ignore[method-assign]
 
 
 def in_database_write() -> None:
@@ -100,7 +96,9 @@ POINTS: dict[str, Callable[[], None]] = {
     "mid-measure": lambda: at_variant_second(
         lambda stats: not stats.warmup and stats.second >= 4
     ),
-    "mid-decision": lambda: setattr(runner, "decide", before(runner.decide)),
+    "mid-decision": lambda: setattr(
+        measuring.MeasuringRun, "judge", before(measuring.MeasuringRun.judge)
+    ),
     "mid-revert": in_revert,
     "database-write": in_database_write,
     "dashboard-write": in_dashboard_write,
