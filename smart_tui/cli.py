@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "recover", help="put back the config of a run whose process died, if any"
     )
+    commands.add_parser(
+        "doctor",
+        help="check sudo, owners and modes, nginx -t and the target; change nothing",
+    )
     history = commands.add_parser("history", help="past runs and their decisions")
     history.add_argument("--limit", type=int, default=20)
     commands.add_parser("dashboard", help="rewrite the HTML dashboard now")
@@ -232,6 +236,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
 
     if args.command == "probe":
         return commands.probe(args)
+    if args.command == "doctor":
+        return commands.doctor(args.config, _overrides(args))
     settings = commands.settings_from(args.config, _overrides(args))
     if args.command == "recover":
         return commands.recover(settings)

@@ -58,6 +58,21 @@ def _announce(settings: Settings, recovery: journal.Recovery) -> None:
     )
 
 
+def doctor(config: Path | None, overrides: Mapping[str, str]) -> int:
+    """Diagnose without changing anything: no recovery, no spool import, and a
+    config file that exposes secrets is reported rather than refused."""
+    from smart_tui.doctor import diagnose
+
+    checks = diagnose(load_settings(config_path=config, overrides=overrides))
+    for check in checks:
+        print(check.line())
+    failed = sum(check.status == "FAIL" for check in checks)
+    if failed:
+        print(f"smart-tui: doctor: {failed} check(s) failed", file=sys.stderr)
+        return int(ExitCode.CHECKS_FAILED)
+    return int(ExitCode.OK)
+
+
 def recover(settings: Settings) -> int:
     recovery = journal.recover(settings.var_path, settings.database_path)
     if recovery is None:
