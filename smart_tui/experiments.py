@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -31,6 +31,9 @@ _FIELD_HINTS: dict[str, str] = {
     "rate_rps": "a request rate >= 0, e.g. 200",
     "touches": 'a list of file paths the scripts edit, e.g. ["/etc/nginx/nginx.conf"]',
     "marker_header": 'a response header only the variant sends, e.g. "X-Cache-Status"',
+    "source": 'where measurements come from: "probe", "script", "access_log" or "wrk"',
+    "measure": 'a shell command printing samples, e.g. "./measure.sh"',
+    "access_log": 'the nginx access log path to read, e.g. "/var/log/nginx/access.log"',
 }
 
 
@@ -58,6 +61,10 @@ class ExperimentMeta(BaseModel):
     rate_rps: float | None = Field(default=None, ge=0)
     touches: list[str] = Field(default_factory=list)
     marker_header: str | None = None
+    # Measurement source (README: Measurement sources); the probe unless named.
+    source: Literal["probe", "script", "access_log", "wrk"] = "probe"
+    measure: str = Field(default="./measure.sh", min_length=1)
+    access_log: str | None = Field(default=None, min_length=1)
 
     @field_validator("target_url")
     @classmethod

@@ -15,10 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from smart_tui.config import Settings
-from smart_tui.decide import decide
+from smart_tui.decide import Decision, decide
 from smart_tui.errors import Interrupted
 from smart_tui.experiments import Experiment, Variant
-from smart_tui.probe import ProbeConfig, ProbeResult, SecondStats, run_probe
+from smart_tui.probe import ProbeConfig, ProbeResult, SecondStats
 from smart_tui.records import (
     RunFiles,
     Samples,
@@ -27,7 +27,14 @@ from smart_tui.records import (
     window_summary,
 )
 from smart_tui.sequential import EarlyStop, VariantWatch
+from smart_tui.sources import (
+    Aggregates,
+    SourceResult,
+    aggregate_decision,
+    measure_window,
+)
 from smart_tui.storage import Store
+from smart_tui.target import Target
 
 log = logging.getLogger("smart_tui.runner")
 
@@ -67,6 +74,13 @@ class MeasuringRun:
     run_id: str
     url: str
     files: RunFiles
+    target: Target
+    # Aggregate-only windows (a script's JSON, wrk) not yet judged, by role.
+    aggregate_windows: tuple[tuple[str, Aggregates], ...] = ()
+
+    def script_env(self, variant: Variant) -> dict[str, str]:
+        """The variables experiment scripts get; ``runner.Run`` defines them."""
+        raise NotImplementedError
 
     def probe_config(self, duration_s: float, warmup_s: float) -> ProbeConfig:
         meta = self.experiment.meta
@@ -137,13 +151,20 @@ class MeasuringRun:
             if self.stop.is_set():
                 window_stop.set()
 
-        result = run_probe(
+        result = measure_window(
+            self.experiment,
             self.probe_config(duration_s, warmup_s),
+            env=self.script_env(variant),
             on_second=on_second,
             stop=window_stop,
             on_samples=on_samples,
+            # nginx logs access.log beside error.log, in the lab and by default.
+            access_log=self.target.watch.error_log.with_name("access.log"),
+            script_timeout_s=self.settings.script_timeout_seconds,
         )
         self.check_stop()
+        if isinstance(result, SourceResult) and result.aggregates is not None:
+            self.aggregate_windows += ((role, result.aggregates),)
         summary = window_summary(result)
         self.store.close_window(window_id, summary, samples_for_store(result))
         self.files.append_seconds(role, variant.name, result)
@@ -173,6 +194,26 @@ class MeasuringRun:
             sequential=sequential and self.settings.decision_policy == "stats",
         )
 
+    def seed_on_aggregates(self, base: Samples, cand: Samples) -> Decision | None:
+        """The seed rule when a window had only aggregates (``decide`` needs
+        samples); None otherwise. Uses up the variant's aggregate windows, and the
+        baseline's too when switchback measures a baseline per variant."""
+        windows = self.aggregate_windows
+        keep_baseline = self.settings.switchback_blocks <= 1
+        self.aggregate_windows = tuple(
+            (role, figures)
+            for role, figures in windows
+            if role == "baseline" and keep_baseline
+        )
+        return aggregate_decision(
+            base,
+            cand,
+            [figures for role, figures in windows if role == "baseline"],
+            [figures for role, figures in windows if role == "variant"],
+            source=self.experiment.meta.source,
+            policy=self.policy,
+        )
+
     def check_stop(self) -> None:
         """Raise ``Interrupted`` if someone asked this run to stop."""
         if self.stop.is_set():
@@ -189,12 +230,15 @@ class MeasuringRun:
         """Decide ``variant`` from the scored samples (or take the early answer)
         and record the decision with every reason."""
         extra = [note] if note else []
+        seed = self.seed_on_aggregates(base, cand)
         if early is not None:
             result = early.decision
             planned = self.settings.experiment_seconds
             extra.append(
                 f"{early.kind} stop after {early.after_s} s of a {planned:g} s window"
             )
+        elif seed is not None:
+            result = seed
         else:
             result = decide(
                 base.latencies_ms,
@@ -212,7 +256,7 @@ class MeasuringRun:
             self.run_id,
             variant.name,
             verdict,
-            policy=self.settings.decision_policy,
+            policy="seed" if result is seed else self.settings.decision_policy,
             reasons=reasons,
             details=details,
             acted="pending",
