@@ -15,6 +15,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from smart_tui import __version__, trends
+from smart_tui.coach.records import StoredAdvice, advice_for_runs
 from smart_tui.storage import RunRow, Store, utc_now
 
 HISTORY_ROWS = 30
@@ -38,6 +39,7 @@ class RunView:
     run: RunRow
     windows: list[WindowView] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
+    advice: StoredAdvice | None = None
 
 
 def _environment() -> Environment:
@@ -49,14 +51,16 @@ def _environment() -> Environment:
     )
 
 
-def _run_view(store: Store, run: RunRow) -> RunView:
+def _run_view(store: Store, run: RunRow, advice: StoredAdvice | None) -> RunView:
     windows = [
         WindowView(variant=row["variant"], role=row["role"], summary=row["summary"])
         for row in store.windows(run.id)
         # A window still measuring (or cut short) has no summary yet.
         if row["summary"]
     ]
-    return RunView(run=run, windows=windows, decisions=store.decisions(run.id))
+    return RunView(
+        run=run, windows=windows, decisions=store.decisions(run.id), advice=advice
+    )
 
 
 @dataclass
@@ -108,11 +112,12 @@ def _trend_charts(store: Store) -> list[TrendChart]:
 def render_dashboard(store: Store, refresh_s: int = 30) -> str:
     """The page's HTML for the record as it is now."""
     runs = store.runs(limit=HISTORY_ROWS)
-    latest = _run_view(store, runs[0]) if runs else None
+    advice = advice_for_runs(store, [run.id for run in runs])
+    history = [_run_view(store, run, advice.get(run.id)) for run in runs]
     template = _environment().get_template("dashboard.html.j2")
     return template.render(
-        latest=latest,
-        history=[_run_view(store, run) for run in runs],
+        latest=history[0] if history else None,
+        history=history,
         trends=_trend_charts(store),
         chart_w=CHART_W,
         chart_h=CHART_H,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from smart_tui.coach.records import new_advice, save_advice
 from smart_tui.dashboard import write_dashboard
 from smart_tui.storage import Store
 
@@ -74,3 +75,43 @@ def test_rewrite_leaves_no_temporary_files(tmp_path: Path) -> None:
     write_dashboard(store, www)
     assert sorted(p.name for p in www.iterdir()) == ["index.html"]
     assert (www / "index.html").stat().st_mode & 0o777 == 0o644
+
+
+def advise(store: Store, run_id: str, **fields: str) -> None:
+    advice = new_advice(run_id, source="api", status="ok", elapsed_s=0.12, **fields)
+    save_advice(store, advice)
+
+
+def test_coach_advice_is_shown_per_run(tmp_path: Path) -> None:
+    store = seeded_store(tmp_path / "smart.db")
+    advise(store, "r1", advice="rerun_later", note="first answer")
+    advise(store, "r1", advice="agree", note="the cache clearly helps")
+
+    page = write_dashboard(store, tmp_path / "www").read_text()
+
+    # The latest answer, in the run's card and in its history row; never the older.
+    assert page.count("coach: agree: the cache clearly helps") == 2
+    assert "first answer" not in page
+
+
+def test_coach_that_failed_or_was_not_asked_says_so(tmp_path: Path) -> None:
+    store = seeded_store(tmp_path / "smart.db")
+    page = write_dashboard(store, tmp_path / "www").read_text()
+    assert '<p class="coach">Coach: not asked</p>' in page
+
+    save_advice(
+        store,
+        new_advice("r1", source="api", status="failed", reason="timed out after 5 s"),
+    )
+    page = write_dashboard(store, tmp_path / "www").read_text()
+    assert "coach failed: timed out after 5 s" in page
+
+
+def test_hostile_advice_note_is_shown_as_text(tmp_path: Path) -> None:
+    store = seeded_store(tmp_path / "smart.db")
+    advise(store, "r1", advice="agree", note='<img src=x onerror="alert(1)">')
+
+    page = write_dashboard(store, tmp_path / "www").read_text()
+
+    assert "<img" not in page
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
