@@ -70,7 +70,7 @@ def calibrate(settings: Settings, experiment: Experiment) -> Calibration:
     config = ProbeConfig(
         url=url,
         rate_rps=rate,
-        duration_s=settings.baseline_seconds + settings.warmup_seconds,
+        duration_s=settings.baseline_seconds,
         connections=settings.probe_connections,
         timeout_s=settings.probe_timeout_ms / 1000,
         warmup_s=settings.warmup_seconds,

@@ -87,7 +87,7 @@ class MeasuringRun:
         return ProbeConfig(
             url=self.url,
             rate_rps=self.rate_rps,
-            duration_s=duration_s + warmup_s,
+            duration_s=duration_s,
             connections=self.settings.probe_connections,
             timeout_s=self.settings.probe_timeout_ms / 1000,
             warmup_s=warmup_s,
