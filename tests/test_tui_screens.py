@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_tui_seed import fixed_clock, seeded
+from test_tui_seed import add_run, fixed_clock, seeded, settings_for
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
 from smart_tui.config import Settings
 from smart_tui.lock import RunLock
+from smart_tui.storage import Store
 from smart_tui.tui import SmartApp, build_app
 from smart_tui.tui.screens.approvals import ApprovalsScreen
 from smart_tui.tui.screens.config_editor import ConfigScreen
@@ -190,6 +191,7 @@ async def test_decisions_filter_sort_and_detail(settings) -> None:
         assert "max: REVERT (reverted, stats)" in text
         assert "- p99 did not fall enough" in text
         assert "baseline baseline: 20.00 ms, 60.00 ms, 0.00%, 100/100" in text
+        assert "coach failed: timed out after 10 s (api, asked 2026-12-04" in text
 
 
 async def test_expiry_override_and_lock_refusal(settings) -> None:
@@ -201,7 +203,8 @@ async def test_expiry_override_and_lock_refusal(settings) -> None:
 
         await pilot.press("4")
         await pilot.pause()
-        assert "r4: KEEP of on" in text_of(app, "#pending-reasons")
+        reasons = text_of(app, "#pending-reasons")
+        assert "r4: KEEP of on\ncoach: agree: p50 fell 60%, no errors\n" in reasons
         await pilot.press("o")
         await pilot.pause()
         await pilot.press("n")  # the confirmation protects against a stray key
@@ -246,3 +249,86 @@ async def test_config_editor_refuses_then_saves_keeping_comments(settings) -> No
     assert "BASELINE_SECONDS=42   # kept comment" in text
     assert text.startswith("# smart.conf for the TUI tests\n")
     assert "APPROVAL=manual        # a human answers" in text
+
+
+async def test_hidden_screen_reloads_when_shown_again(settings) -> None:
+    app = built(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3", "1")
+        decisions = app.get_screen_stack("decisions")[0]
+        assert isinstance(decisions, DecisionsScreen)
+        assert len(decisions.rows) == 5
+
+        # Another process (the timer) records a run: only the shown screen reloads.
+        other = Store(settings.database_path)
+        add_run(
+            other, "r6", "001_workers", "2026-12-04T11:50:00+00:00",
+            [("auto", "KEEP", "kept")], outcome="KEEP", kept="auto",
+        )  # fmt: skip
+        other.close()
+        app.poll()
+        await pilot.pause()
+        assert len(decisions.rows) == 5
+        assert app.screen.rows[0].last_when == "2026-12-04T11:50:00+00:00"  # type: ignore[attr-defined]
+
+        await pilot.press("3")
+        await pilot.pause()
+        assert [row.run_id for row in decisions.rows][:1] == ["r6"]
+
+
+SECRETS = {
+    "COACH_TOKEN": "tok-SECRET-1234",
+    "SLACK_WEBHOOK_URL": "https://hooks.slack.com/services/T0/B0/SECRET5678",
+    "COACH_URL": "https://coach:pw-SECRET-9@coach.example/v1/advice",
+}
+
+
+def screen_text(app: SmartApp) -> str:
+    table = app.screen.query_one(DataTable)
+    cells = [
+        str(cell) for row in range(table.row_count) for cell in table.get_row_at(row)
+    ]
+    return app.export_screenshot() + "\n".join(cells)
+
+
+async def test_config_editor_never_shows_a_secret(tmp_path: Path) -> None:
+    settings = seeded(tmp_path / "ws")
+    conf = settings.config_file
+    assert conf is not None
+    conf.write_text(
+        conf.read_text() + "COACH_TOKEN=tok-SECRET-0\n"
+        "COACH_URL=https://coach:pw-SECRET-0@coach.example/v1/advice\n"
+    )
+    conf.chmod(0o600)
+    app = built(settings_for(conf))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5")
+        await pilot.pause()
+        table = app.screen.query_one(DataTable)
+        field = app.screen.query_one(Input)
+        assert "SECRET" not in screen_text(app)
+        assert table.get_row("COACH_URL")[2] == "https://****@coach.example/v1/advice"
+
+        # Each is typed hidden and from empty: a masked URL prefilled would save
+        # "****" over the real credentials.
+        for key, value in SECRETS.items():
+            table.move_cursor(row=table.get_row_index(key))
+            await pilot.press("enter")
+            assert (field.password, field.value) == (True, "")
+            field.value = value
+            await pilot.press("enter")
+            assert f"{key} accepted" in text_of(app, "#setting-error")
+            assert table.get_row(key)[1] == "edited"
+        await pilot.pause()
+        assert "SECRET" not in screen_text(app)
+        assert table.get_row("COACH_TOKEN")[2] == "****"
+        assert table.get_row("COACH_URL")[2] == "https://****@coach.example/v1/advice"
+
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert "saved COACH_TOKEN, COACH_URL, SLACK_WEBHOOK_URL" in text_of(
+            app, "#setting-error"
+        )
+        assert "SECRET" not in screen_text(app)
+    text = conf.read_text()
+    assert all(f"{key}={value}" in text for key, value in SECRETS.items())

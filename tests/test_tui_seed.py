@@ -9,6 +9,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
+from smart_tui.coach.records import StoredAdvice, save_advice
 from smart_tui.config import Settings, load_settings
 from smart_tui.storage import Store
 from smart_tui.tui import model
@@ -134,9 +135,31 @@ def _summary(p50: float) -> dict[str, float]:
     }
 
 
+def add_advice(store: Store, run_id: str, status: str, **fields: str) -> None:
+    save_advice(
+        store,
+        StoredAdvice(
+            **{
+                "run_id": run_id,
+                "asked_at": "2026-12-04T11:31:00+00:00",
+                "source": "api",
+                "status": status,
+                "advice": "",
+                "variant": "",
+                "note": "",
+                "reason": "",
+                "recommendation": "none",
+                "elapsed_ms": 140,
+                **fields,
+            }
+        ),
+    )
+
+
 def seed_database(path: Path) -> None:
     """Five runs: kept, reverted, inconclusive, and two pending decisions, one of
-    them older than the test timeout (3600 s) so it expires."""
+    them older than the test timeout (3600 s) so it expires. The coach agreed
+    with the pending one and timed out on the inconclusive one."""
     store = Store(path)
     try:
         add_run(
@@ -160,6 +183,8 @@ def seed_database(path: Path) -> None:
             store, "r5", "003_gzip", "2026-12-04T10:00:00+00:00",
             [("max", "KEEP", "pending")], outcome="PENDING",
         )  # fmt: skip
+        add_advice(store, "r4", "ok", advice="agree", note="p50 fell 60%, no errors")
+        add_advice(store, "r2", "failed", reason="timed out after 10 s")
     finally:
         store.close()
 

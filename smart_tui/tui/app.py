@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import partial
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -24,6 +24,7 @@ from smart_tui import approvals
 from smart_tui import queue as queue_mod
 from smart_tui.config import (
     CONFIG_NAME,
+    MASK,
     SettingRow,
     Settings,
     describe,
@@ -52,6 +53,9 @@ from smart_tui.tui.screens.experiments import ExperimentsScreen
 from smart_tui.tui.screens.help import HelpScreen
 from smart_tui.tui.screens.live import LiveScreen
 from smart_tui.tui.screens.run_detail import RunDetailScreen
+
+if TYPE_CHECKING:
+    from smart_tui.coach.records import StoredAdvice
 
 Clock = Callable[[], datetime]
 
@@ -101,7 +105,10 @@ class SmartApp(App[int]):
         self.live = LiveState(max_err_delta_pct=settings.max_err_delta_pct)
         self.control: RunControl | None = None
         self.entries: list[Experiment | BrokenExperiment] = []
-        self._data_version = -1
+        self._entries_signature: tuple[tuple[str, int, int], ...] | None = None
+        # Only other connections' commits move data_version: the first poll then
+        # finds nothing new, and the first screen is not loaded twice.
+        self._data_version = self._database_version()
         self._quitting = False
 
     def now(self) -> datetime:
@@ -141,13 +148,17 @@ class SmartApp(App[int]):
                 "the server stays on baseline",
                 severity="warning",
             )
-        version = int(self.store.db.execute("PRAGMA data_version").fetchone()[0])
-        if version != self._data_version or expired:
+        version = self._database_version()
+        changed = self._entries_signature is not None and self._refresh_entries()
+        if version != self._data_version or expired or changed:
             self._data_version = version
             self.db_generation += 1
         self.pending_count = approvals.pending_count(self.store)
         if self.control is None:
             self._follow_timer_run()
+
+    def _database_version(self) -> int:
+        return int(self.store.db.execute("PRAGMA data_version").fetchone()[0])
 
     def _follow_timer_run(self) -> None:
         running = model.running_runs(self.store)
@@ -164,18 +175,27 @@ class SmartApp(App[int]):
 
     # Experiments
 
-    def experiment_rows(self) -> list[model.ExperimentRow]:
+    def _refresh_entries(self) -> bool:
+        """Read the experiments again if a folder or a meta.json changed (two
+        stats each, not a parse and validation of every meta.json each poll)."""
+        signature = model.folder_signature(self.settings.experiments_path)
+        if signature == self._entries_signature:
+            return False
+        self._entries_signature = signature
         try:
             self.entries = discover(self.settings.experiments_path)
         except ExperimentError as exc:
             self.notify(exc.message, title=exc.title, severity="error")
             self.entries = []
+        return True
+
+    def experiment_rows(self) -> list[model.ExperimentRow]:
+        self._refresh_entries()
         queued = frozenset(item.experiment_id for item in queue_mod.items(self.store))
         return model.experiment_rows(self.entries, self.store, queued=queued)
 
     def _entry(self, experiment_id: str) -> Experiment | BrokenExperiment | None:
-        if not self.entries:
-            self.experiment_rows()
+        self._refresh_entries()
         return next((e for e in self.entries if e.id == experiment_id), None)
 
     def open_experiment(self, experiment_id: str) -> None:
@@ -388,6 +408,9 @@ class SmartApp(App[int]):
     def decision_filters(self) -> tuple[list[str], list[str]]:
         return model.experiment_ids(self.store), model.outcomes(self.store)
 
+    def advice_for(self, run_ids: Iterable[str]) -> dict[str, StoredAdvice]:
+        return model.advice_by_run(self.store, run_ids)
+
     def open_run(self, run_id: str) -> None:
         record = model.run_record(self.store, self.settings.var_path, run_id)
         if record is None:
@@ -399,6 +422,19 @@ class SmartApp(App[int]):
 
     def setting_rows(self) -> list[SettingRow]:
         return describe(self.settings)
+
+    def edited_values(self, changes: dict[str, str]) -> dict[str, str]:
+        """How each changed key would be shown once saved: masked like the rest,
+        so a token or a webhook URL typed in never appears on screen."""
+        try:
+            preview = load_settings(
+                config_path=self.settings.config_file, overrides=changes, environ={}
+            )
+        except ConfigError:
+            return dict.fromkeys(changes, MASK)
+        return {
+            row.key: row.value_shown for row in describe(preview) if row.key in changes
+        }
 
     def config_target(self) -> str:
         path = self.settings.config_file or self.settings.base_dir / CONFIG_NAME

@@ -7,8 +7,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from plotext import figure, uncolorize
-
 SPARK_BLOCKS = " ▁▂▃▄▅▆▇█"
 # One character per series: told apart without colour.
 MARKERS = ["o", "x", "+", "*", "#", "@"]
@@ -55,26 +53,33 @@ def latency_plot(
 
     Each series gets its own marker character and the text is uncoloured, so the
     lines stay apart on a monochrome terminal (NO_COLOR) and in snapshots."""
-    figure.clear()
-    figure.plot_size(max(width, 20), max(height, 5))
-    drawn = False
-    for index, (name, values) in enumerate(series.items()):
+    drawable: dict[str, list[tuple[int, float]]] = {}
+    for name, values in series.items():
         points = [
             (second, value)
             for second, value in enumerate(values)
             if value is not None and math.isfinite(value)
         ]
-        if not points:
-            continue
+        if points:
+            drawable[name] = points
+    if not drawable:
+        return "waiting for the first second…"
+
+    # Imported on the first draw: plotext takes ~80 ms to import, which the first
+    # screen of ``smart-tui`` does not need.
+    from plotext import figure, uncolorize
+
+    figure.clear()
+    figure.plot_size(max(width, 20), max(height, 5))
+    for index, (name, points) in enumerate(drawable.items()):
         xs, ys = zip(*points, strict=True)
         marker = MARKERS[index % len(MARKERS)]
         figure.draw(
             figure.signal(list(xs), list(ys), marker=marker).lines().label(name)
         )
-        drawn = True
-    text = uncolorize(figure.build()) if drawn else "waiting for the first second…"
+    text = uncolorize(figure.build())
     figure.clear()
-    return text
+    return str(text)
 
 
 def time_left_s(elapsed_s: float, planned_s: float) -> float:

@@ -1,27 +1,27 @@
 """Pending approvals: decisions waiting for an operator when APPROVAL=manual, with
-the time left before each expires to REVERT. Approve or override: one key, then a
-confirmation."""
+the time left before each expires to REVERT and, beside the reasons, what the
+coach advised. Approve or override: one key, then a confirmation."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from smart_tui.approvals import PendingDecision
 from smart_tui.tui.charts import format_duration
 from smart_tui.tui.format import when
+from smart_tui.tui.screens.base import DatabaseScreen
 from smart_tui.tui.widgets.status_line import StatusLine
 
 if TYPE_CHECKING:
-    from smart_tui.tui.app import SmartApp
+    from smart_tui.coach.records import StoredAdvice
 
 
-class ApprovalsScreen(Screen[None]):
+class ApprovalsScreen(DatabaseScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "approve", "Approve"),
         Binding("o", "override", "Override"),
@@ -30,10 +30,7 @@ class ApprovalsScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self.items: list[PendingDecision] = []
-
-    @property
-    def smart(self) -> SmartApp:
-        return cast("SmartApp", self.app)
+        self.advice: dict[str, StoredAdvice] = {}
 
     def compose(self) -> ComposeResult:
         yield StatusLine("Pending approvals")
@@ -45,10 +42,11 @@ class ApprovalsScreen(Screen[None]):
         self.query_one(DataTable).add_columns(
             "decided", "experiment", "variant", "decision", "expires in"
         )
-        self.watch(self.smart, "db_generation", self.reload)
+        self.follow_database()
 
     def reload(self) -> None:
         self.items = self.smart.pending_decisions()
+        self.advice = self.smart.advice_for(item.run_id for item in self.items)
         timeout_s = self.smart.settings.approval_timeout_seconds
         now = self.smart.now()
         table = self.query_one(DataTable)
@@ -76,8 +74,14 @@ class ApprovalsScreen(Screen[None]):
         item = self.selected()
         text = "nothing waits for an answer"
         if item is not None:
-            reasons = "\n".join(f"  - {reason}" for reason in item.reasons)
-            text = f"{item.run_id}: {item.decision} of {item.variant}\n{reasons}"
+            advice = self.advice.get(item.run_id)
+            # The coach before the reasons: the panel is short at 80x24.
+            lines = [
+                f"{item.run_id}: {item.decision} of {item.variant}",
+                advice.summary() if advice else "coach: not asked",
+                *(f"  - {reason}" for reason in item.reasons),
+            ]
+            text = "\n".join(lines)
         self.query_one("#pending-reasons", Static).update(text)
 
     def action_approve(self) -> None:

@@ -11,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 
-from smart_tui.config import SECRET_KEYS, SettingRow
+from smart_tui.config import MASK, SECRET_KEYS, SettingRow
 from smart_tui.tui.widgets.status_line import StatusLine
 
 if TYPE_CHECKING:
@@ -44,17 +44,19 @@ class ConfigScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(DataTable).add_columns("key", "value", "from")
+        # The value last: a long path may be cut at 80 columns, its source not.
+        self.query_one(DataTable).add_columns("key", "from", "value")
         self._fill()
 
     def _fill(self) -> None:
         self.rows = self.smart.setting_rows()
         table = self.query_one(DataTable)
         table.clear()
+        edited = self.smart.edited_values(self.changes) if self.changes else {}
         for row in self.rows:
-            shown = self.changes.get(row.key, row.value_shown)
+            shown = edited.get(row.key, row.value_shown)
             source = "edited" if row.key in self.changes else row.source
-            table.add_row(row.key, shown, source, key=row.key)
+            table.add_row(row.key, source, shown, key=row.key)
         self._show_doc()
 
     def selected(self) -> SettingRow | None:
@@ -80,9 +82,16 @@ class ConfigScreen(Screen[None]):
         self.editing = row.key
         field = self.query_one(Input)
         field.disabled = False
-        secret = row.key in SECRET_KEYS
-        field.password = secret
-        field.value = "" if secret else self.changes.get(row.key, row.value_shown)
+        # A secret, or a URL whose credentials are masked, is typed afresh and
+        # hidden: prefilling the masked text would save "****" over the real one.
+        hidden = row.key in SECRET_KEYS or MASK in row.value_shown
+        field.password = hidden
+        field.placeholder = (
+            "type the new value (the current one stays hidden)"
+            if hidden
+            else "Enter edits"
+        )
+        field.value = "" if hidden else self.changes.get(row.key, row.value_shown)
         if field.value == "(empty)":
             field.value = ""
         field.focus()

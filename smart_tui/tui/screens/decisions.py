@@ -3,23 +3,20 @@ sorted by time either way; Enter opens the run's reasons, numbers and log."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Select
 
 from smart_tui.tui.format import when
 from smart_tui.tui.model import DecisionRow
+from smart_tui.tui.screens.base import DatabaseScreen
 from smart_tui.tui.widgets.status_line import StatusLine
 
-if TYPE_CHECKING:
-    from smart_tui.tui.app import SmartApp
 
-
-class DecisionsScreen(Screen[None]):
+class DecisionsScreen(DatabaseScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open_run", "Detail"),
         Binding("s", "toggle_sort", "Sort by time"),
@@ -31,10 +28,6 @@ class DecisionsScreen(Screen[None]):
         super().__init__()
         self.newest_first = True
         self.rows: list[DecisionRow] = []
-
-    @property
-    def smart(self) -> SmartApp:
-        return cast("SmartApp", self.app)
 
     def compose(self) -> ComposeResult:
         yield StatusLine("Decisions")
@@ -48,7 +41,7 @@ class DecisionsScreen(Screen[None]):
         self.query_one(DataTable).add_columns(
             "started", "experiment", "outcome", "kept", "decisions"
         )
-        self.watch(self.smart, "db_generation", self.reload)
+        self.follow_database()
         self.query_one(DataTable).focus()
 
     def _filter(self, selector: str) -> str | None:
@@ -69,12 +62,15 @@ class DecisionsScreen(Screen[None]):
         self._fill()
 
     def _fill(self) -> None:
-        self.rows = self.smart.decision_rows(
+        rows = self.smart.decision_rows(
             experiment_id=self._filter("#filter-experiment"),
             outcome=self._filter("#filter-outcome"),
             newest_first=self.newest_first,
         )
         table = self.query_one(DataTable)
+        if rows == self.rows and table.row_count:
+            return  # the usual case during a run: nothing to redraw
+        self.rows = rows
         table.clear()
         for row in self.rows:
             table.add_row(

@@ -3,22 +3,19 @@ decision and when; run one now, open its detail, or enqueue it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from smart_tui.tui.format import when
 from smart_tui.tui.model import ExperimentRow
+from smart_tui.tui.screens.base import DatabaseScreen
 from smart_tui.tui.widgets.status_line import StatusLine
 
-if TYPE_CHECKING:
-    from smart_tui.tui.app import SmartApp
 
-
-class ExperimentsScreen(Screen[None]):
+class ExperimentsScreen(DatabaseScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "run_selected", "Run now"),
         Binding("enter", "open_detail", "Detail"),
@@ -29,10 +26,6 @@ class ExperimentsScreen(Screen[None]):
         super().__init__()
         self.rows: list[ExperimentRow] = []
 
-    @property
-    def smart(self) -> SmartApp:
-        return cast("SmartApp", self.app)
-
     def compose(self) -> ComposeResult:
         yield StatusLine("Experiments")
         yield DataTable(id="experiments", cursor_type="row", zebra_stripes=True)
@@ -42,12 +35,15 @@ class ExperimentsScreen(Screen[None]):
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
         table.add_columns("experiment", "status", "last", "when", "variants")
-        self.watch(self.smart, "db_generation", self.reload)
+        self.follow_database()
 
     def reload(self) -> None:
-        self.rows = self.smart.experiment_rows()
+        rows = self.smart.experiment_rows()
         table = self.query_one(DataTable)
+        if rows == self.rows and table.row_count:
+            return  # the usual case during a run: nothing to redraw
         selected = self.selected()
+        self.rows = rows
         table.clear()
         for row in self.rows:
             table.add_row(

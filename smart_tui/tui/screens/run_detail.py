@@ -1,5 +1,5 @@
-"""One run: its decisions with reasons, each window's numbers, its phases and the
-tail of its run log."""
+"""One run: its decisions with reasons, what its coach advised, each window's
+numbers, its phases and the tail of its run log."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ def describe_run(record: RunRecord) -> str:
         lines += [f"    - {reason}" for reason in decision["reasons"]]
     if not record.decisions:
         lines.append("  none")
+    lines += ["", "Coach", f"  {coach_text(record)}"]
     lines += ["", "Windows (role variant: p50, p99, errors, achieved/intended req/s)"]
     for window in record.windows:
         summary = window["summary"]
@@ -53,6 +54,21 @@ def describe_run(record: RunRecord) -> str:
     lines += ["", "Run log (last lines)"]
     lines += [f"  {line}" for line in record.log_tail] or ["  (no run.log)"]
     return "\n".join(lines)
+
+
+def coach_text(record: RunRecord) -> str:
+    advice = record.advice
+    if advice is None:
+        return "not asked"
+    recommends = (
+        f", recommends {advice.recommendation}"
+        if advice.recommendation not in ("", "none")
+        else ""
+    )
+    return (
+        f"{advice.summary()} ({advice.source}, asked {when(advice.asked_at)}, "
+        f"answered in {advice.elapsed_ms} ms{recommends})"
+    )
 
 
 class RunDetailScreen(Screen[None]):
