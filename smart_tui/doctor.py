@@ -333,9 +333,13 @@ def _nginx_test(target: Target) -> Check:
     result = target.nginx.test()
     if result.ok:
         return Check("ok", f"`{shlex.join(target.nginx.command)} -t` passes")
+    # nginx's last line only says "test failed"; the reason is the [emerg] line.
+    reasons = [line for line in result.output.splitlines() if "[emerg]" in line] or [
+        result.describe()
+    ]
     return Check(
         "FAIL",
-        f"nginx -t fails: {result.describe()}",
+        f"nginx -t fails: {reasons[0][:300]}",
         f"fix {target.nginx.conf} (or `smart-tui recover` after a crashed run)",
     )
 
