@@ -70,7 +70,7 @@ async def test_live_run_shows_seconds_and_decision(settings, lab) -> None:
         verdicts = str(app.screen.query_one("#live-verdicts").render())
         assert verdicts.startswith("cache_on: KEEP")
         chart = str(app.screen.query_one("#live-chart").render())
-        assert "baseline baseline p50" in chart
+        assert "o baseline p50  x baseline p99" in chart
     assert lab.nginx_conf.read_bytes() != baseline  # the winner stays
     assert run_rows(settings) == [("done", "KEEP")]
 

@@ -93,7 +93,7 @@ async def test_navigation_reaches_every_screen_and_shows_pending(settings) -> No
 
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        help_text = str(app.screen.query_one(Static).render())
+        help_text = str(app.screen.query_one("#help-box Static", Static).render())
         assert "Approve" in help_text and "Cancel run" in help_text
         await pilot.press("escape")
         assert isinstance(app.screen, ExperimentsScreen)

@@ -1,15 +1,20 @@
-"""Pure helpers behind the TUI, tested without Textual: chart bucketing and drawing,
-durations, the live state's guardrail and a timer run rebuilt from the database."""
+"""Pure helpers behind the TUI, tested without running an app: chart bucketing and
+drawing, durations, the live state's guardrail, a timer run rebuilt from the
+database, the decisions page, the experiments' change signature and the key line."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from test_tui_seed import seeded
+from textual.binding import ActiveBinding, Binding
 
 from smart_tui.storage import Store
 from smart_tui.tui.charts import bucket, format_duration, latency_plot, sparkline
 from smart_tui.tui.live_state import LiveState, from_database, planned_seconds
+from smart_tui.tui.model import decision_rows, folder_signature
+from smart_tui.tui.widgets.key_bar import key_line
 
 
 def test_bucket_keeps_each_buckets_peak() -> None:
@@ -67,4 +72,46 @@ def test_timer_run_rebuilt_from_the_database(tmp_path: Path) -> None:
     assert state.source == "timer" and state.ended == "INCONCLUSIVE"
     assert sorted(state.seconds) == ["baseline baseline", "variant max", "variant mid"]
     assert [v.decision for v in state.verdicts] == ["REVERT", "INCONCLUSIVE"]
-    assert len(state.chart_series()["variant max p99"]) == 8
+    series = state.chart_series()
+    assert sorted(series)[:2] == ["baseline p50", "baseline p99"]
+    assert len(series["max p99"]) == 8
+
+
+def test_key_line_groups_keys_and_reads_without_colour() -> None:
+    screens = Binding.Group("screens", compact=True)
+    active = [
+        ActiveBinding(None, Binding("r", "run", "Run now"), True),  # type: ignore[arg-type]
+        ActiveBinding(None, Binding("x", "gone", "Hidden", show=False), True),  # type: ignore[arg-type]
+        ActiveBinding(None, Binding("1", "one", "One", group=screens), True),  # type: ignore[arg-type]
+        ActiveBinding(None, Binding("2", "two", "Two", group=screens), True),  # type: ignore[arg-type]
+        ActiveBinding(None, Binding("c", "cancel", "Cancel"), False),  # type: ignore[arg-type]
+        ActiveBinding(None, Binding("ctrl+c", "cancel", "Cancel"), True),  # type: ignore[arg-type]
+    ]
+    line = key_line(active, lambda binding: binding.key, "^p palette")
+    assert line.plain == "r Run now  12 screens  c Cancel  ^p palette"
+    styles = {line.plain[span.start : span.end]: str(span.style) for span in line.spans}
+    assert styles["r"] == "bold" and styles["c"] == "dim"
+
+
+def test_decision_rows_page_and_their_decisions(tmp_path: Path) -> None:
+    settings = seeded(tmp_path / "ws")
+    store = Store(settings.database_path)
+    try:
+        rows = decision_rows(store, newest_first=False, limit=2)
+        gzip = decision_rows(store, experiment_id="003_gzip", outcome="INCONCLUSIVE")
+    finally:
+        store.close()
+    assert [row.run_id for row in rows] == ["r1", "r2"]
+    assert rows[0].decisions == "auto KEEP (kept)"
+    assert [row.run_id for row in gzip] == ["r2"]
+    assert gzip[0].decisions == "max REVERT (reverted); mid INCONCLUSIVE (reverted)"
+
+
+def test_folder_signature_moves_when_an_experiment_changes(tmp_path: Path) -> None:
+    settings = seeded(tmp_path / "ws")
+    before = folder_signature(settings.experiments_path)
+    assert folder_signature(settings.experiments_path) == before
+    meta = settings.experiments_path / "001_workers" / "meta.json"
+    os.utime(meta, ns=(0, 0))  # ctime moves with any change, even of times
+    assert folder_signature(settings.experiments_path) != before
+    assert folder_signature(tmp_path / "missing") == ()

@@ -69,6 +69,11 @@ SCREENS_BY_MODE: dict[str, tuple[str, type[Screen[None]]]] = {
     "config": ("Config", ConfigScreen),
 }
 
+# One footer entry for the five screen keys ("12345 screens"): with each named,
+# the footer of every screen ran past 80 columns and hid Help and Quit. The help
+# screen and the command palette still name each one.
+SCREEN_KEYS = Binding.Group("screens", compact=True)
+
 
 def utc_clock() -> datetime:
     return datetime.now(UTC)
@@ -82,11 +87,11 @@ class SmartApp(App[int]):
     }
     DEFAULT_MODE = "experiments"
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("1", "switch_mode('experiments')", "Experiments"),
-        Binding("2", "switch_mode('live')", "Live"),
-        Binding("3", "switch_mode('decisions')", "Decisions"),
-        Binding("4", "switch_mode('approvals')", "Approvals"),
-        Binding("5", "switch_mode('config')", "Config"),
+        Binding("1", "switch_mode('experiments')", "Experiments", group=SCREEN_KEYS),
+        Binding("2", "switch_mode('live')", "Live", group=SCREEN_KEYS),
+        Binding("3", "switch_mode('decisions')", "Decisions", group=SCREEN_KEYS),
+        Binding("4", "switch_mode('approvals')", "Approvals", group=SCREEN_KEYS),
+        Binding("5", "switch_mode('config')", "Config", group=SCREEN_KEYS),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit_safely", "Quit"),
         Binding("ctrl+q", "quit_safely", "Quit", show=False, priority=True),
@@ -479,7 +484,7 @@ class SmartApp(App[int]):
             for binding in screen_type.BINDINGS:
                 if isinstance(binding, Binding) and binding.description:
                     yield SystemCommand(
-                        f"{title}: {binding.description}",
+                        f"{title}: {binding.tooltip or binding.description}",
                         f"key {binding.key} on {title}",
                         partial(self._run_on_mode, mode, binding.action),
                     )

@@ -69,17 +69,19 @@ def latency_plot(
     # screen of ``smart-tui`` does not need.
     from plotext import figure, uncolorize
 
+    # The legend on a line of its own: plotext's boxed legend hid a third of the
+    # plot at 80x24.
+    legend = []
     figure.clear()
-    figure.plot_size(max(width, 20), max(height, 5))
+    figure.plot_size(max(width, 20), max(height - 1, 5))
     for index, (name, points) in enumerate(drawable.items()):
         xs, ys = zip(*points, strict=True)
         marker = MARKERS[index % len(MARKERS)]
-        figure.draw(
-            figure.signal(list(xs), list(ys), marker=marker).lines().label(name)
-        )
+        figure.draw(figure.signal(list(xs), list(ys), marker=marker).lines())
+        legend.append(f"{marker} {name}")
     text = uncolorize(figure.build())
     figure.clear()
-    return str(text)
+    return "  ".join(legend) + "\n" + str(text)
 
 
 def time_left_s(elapsed_s: float, planned_s: float) -> float:

@@ -78,7 +78,9 @@ class LiveState:
     def chart_series(self) -> dict[str, list[float | None]]:
         """p50 and p99 per second of every window so far, keyed by a legend label."""
         series: dict[str, list[float | None]] = {}
-        for label, stats_list in self.seconds.items():
+        for key, stats_list in self.seconds.items():
+            role, _, variant = key.partition(" ")
+            label = variant if role == "variant" else role
             for figure in ("p50_ms", "p99_ms"):
                 series[f"{label} {figure[:3]}"] = [
                     stats.get(figure) for stats in stats_list

@@ -39,6 +39,8 @@ class ExperimentRow:
     last_outcome: str
     last_when: str
     error: str = ""
+    # The error without the experiment's own folder in front: fits a table cell.
+    error_brief: str = ""
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,11 @@ def experiment_rows(
         outcome = (last["outcome"] or last["status"]) if last else "never run"
         when = (last["finished_at"] or last["started_at"]) if last else ""
         if isinstance(entry, BrokenExperiment):
+            brief = entry.error.removeprefix(f"{entry.path}/")
             rows.append(
-                ExperimentRow(entry.id, "", "", BROKEN, outcome, when, entry.error)
+                ExperimentRow(
+                    entry.id, "", "", BROKEN, outcome, when, entry.error, brief
+                )
             )
             continue
         if last and last["status"] == "running":

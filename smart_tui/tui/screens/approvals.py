@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from smart_tui.approvals import PendingDecision
 from smart_tui.tui.charts import format_duration
 from smart_tui.tui.format import when
 from smart_tui.tui.screens.base import DatabaseScreen
+from smart_tui.tui.widgets.key_bar import KeyBar
 from smart_tui.tui.widgets.status_line import StatusLine
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ class ApprovalsScreen(DatabaseScreen):
         yield StatusLine("Pending approvals")
         yield DataTable(id="pending", cursor_type="row")
         yield Static("", id="pending-reasons", markup=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns(

@@ -9,13 +9,22 @@ from typing import TYPE_CHECKING, ClassVar, cast
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 
 from smart_tui.config import MASK, SECRET_KEYS, SettingRow
+from smart_tui.tui.widgets.key_bar import KeyBar
 from smart_tui.tui.widgets.status_line import StatusLine
 
 if TYPE_CHECKING:
     from smart_tui.tui.app import SmartApp
+
+
+class SettingInput(Input):
+    """The value being edited; Escape leaves it, shown in the footer only here."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "screen.stop_editing", "Stop editing")
+    ]
 
 
 class ConfigScreen(Screen[None]):
@@ -29,6 +38,8 @@ class ConfigScreen(Screen[None]):
         super().__init__()
         self.rows: list[SettingRow] = []
         self.changes: dict[str, str] = {}
+        # How each changed key will show once saved (masked like the rest).
+        self.edited: dict[str, str] = {}
         self.editing: str | None = None
 
     @property
@@ -39,9 +50,9 @@ class ConfigScreen(Screen[None]):
         yield StatusLine("Config")
         yield DataTable(id="settings", cursor_type="row")
         yield Static("", id="setting-doc", markup=False)
-        yield Input(id="setting-input", disabled=True, placeholder="Enter edits")
+        yield SettingInput(id="setting-input", disabled=True, placeholder="Enter edits")
         yield Static("", id="setting-error", markup=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         # The value last: a long path may be cut at 80 columns, its source not.
@@ -52,9 +63,9 @@ class ConfigScreen(Screen[None]):
         self.rows = self.smart.setting_rows()
         table = self.query_one(DataTable)
         table.clear()
-        edited = self.smart.edited_values(self.changes) if self.changes else {}
+        self.edited = self.smart.edited_values(self.changes) if self.changes else {}
         for row in self.rows:
-            shown = edited.get(row.key, row.value_shown)
+            shown = self.edited.get(row.key, row.value_shown)
             source = "edited" if row.key in self.changes else row.source
             table.add_row(row.key, source, shown, key=row.key)
         self._show_doc()
@@ -72,8 +83,13 @@ class ConfigScreen(Screen[None]):
     def _show_doc(self) -> None:
         row = self.selected()
         target = self.smart.config_target()
-        text = f"{row.key}: {row.doc}" if row else ""
-        self.query_one("#setting-doc", Static).update(f"{text}\nfile: {target}")
+        lines = []
+        if row is not None:
+            shown = self.edited.get(row.key, row.value_shown)
+            source = "edited, not saved" if row.key in self.edited else row.source
+            lines += [f"{row.key} = {shown} ({source})", row.doc]
+        lines.append(f"file: {target}")
+        self.query_one("#setting-doc", Static).update("\n".join(lines))
 
     def action_edit(self) -> None:
         row = self.selected()

@@ -8,20 +8,33 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Select
+from textual.widgets import DataTable, Select
 
 from smart_tui.tui.format import when
 from smart_tui.tui.model import DecisionRow
 from smart_tui.tui.screens.base import DatabaseScreen
+from smart_tui.tui.widgets.key_bar import KeyBar
 from smart_tui.tui.widgets.status_line import StatusLine
 
 
 class DecisionsScreen(DatabaseScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open_run", "Detail"),
-        Binding("s", "toggle_sort", "Sort by time"),
-        Binding("x", "focus_filter('#filter-experiment')", "Filter experiment"),
-        Binding("o", "focus_filter('#filter-outcome')", "Filter outcome"),
+        # Short words for the footer at 80 columns; the help screen and the
+        # command palette show the tooltips.
+        Binding("s", "toggle_sort", "Sort", tooltip="Sort by time"),
+        Binding(
+            "x",
+            "focus_filter('#filter-experiment')",
+            "Experiment",
+            tooltip="Filter by experiment",
+        ),
+        Binding(
+            "o",
+            "focus_filter('#filter-outcome')",
+            "Outcome",
+            tooltip="Filter by outcome",
+        ),
     ]
 
     def __init__(self) -> None:
@@ -35,7 +48,7 @@ class DecisionsScreen(DatabaseScreen):
             yield Select[str]([], prompt="all experiments", id="filter-experiment")
             yield Select[str]([], prompt="all outcomes", id="filter-outcome")
         yield DataTable(id="decisions", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns(

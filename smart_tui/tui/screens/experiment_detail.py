@@ -9,11 +9,12 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from smart_tui.experiments import BrokenExperiment, Experiment
 from smart_tui.tui.format import when
 from smart_tui.tui.model import scripts_of
+from smart_tui.tui.widgets.key_bar import KeyBar
 from smart_tui.tui.widgets.status_line import StatusLine
 
 if TYPE_CHECKING:
@@ -42,7 +43,7 @@ class ExperimentDetailScreen(Screen[None]):
         with VerticalScroll(id="experiment-text"):
             yield Static(self._describe(), markup=False)
         yield DataTable(id="past-runs", cursor_type="row")
-        yield Footer()
+        yield KeyBar()
 
     def _describe(self) -> str:
         if isinstance(self.entry, BrokenExperiment):

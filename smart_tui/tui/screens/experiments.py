@@ -7,11 +7,12 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from smart_tui.tui.format import when
 from smart_tui.tui.model import ExperimentRow
 from smart_tui.tui.screens.base import DatabaseScreen
+from smart_tui.tui.widgets.key_bar import KeyBar
 from smart_tui.tui.widgets.status_line import StatusLine
 
 
@@ -30,7 +31,7 @@ class ExperimentsScreen(DatabaseScreen):
         yield StatusLine("Experiments")
         yield DataTable(id="experiments", cursor_type="row", zebra_stripes=True)
         yield Static("", id="experiment-about", markup=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
@@ -51,7 +52,7 @@ class ExperimentsScreen(DatabaseScreen):
                 row.status,
                 row.last_outcome,
                 when(row.last_when),
-                row.variants or row.error,
+                row.variants or row.error_brief,
                 key=row.id,
             )
         if selected is not None and selected.id in {row.id for row in self.rows}:

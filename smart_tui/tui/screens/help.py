@@ -9,7 +9,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
+
+from smart_tui.tui.widgets.key_bar import KeyBar
 
 INTRO = (
     "smart-tui tries nginx changes and keeps only what the numbers prove.\n"
@@ -23,7 +25,7 @@ def describe_bindings(bindings: list[BindingType]) -> list[str]:
     for binding in bindings:
         if isinstance(binding, Binding) and binding.description:
             key = binding.key_display or binding.key
-            lines.append(f"  {key:<12} {binding.description}")
+            lines.append(f"  {key:<12} {binding.tooltip or binding.description}")
     return lines
 
 
@@ -46,4 +48,4 @@ class HelpScreen(ModalScreen[None]):
             sections += ["", title, *describe_bindings(list(screen.BINDINGS))]
         with VerticalScroll(id="help-box"):
             yield Static("\n".join(sections), markup=False)
-        yield Footer()
+        yield KeyBar()

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, ClassVar, cast
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Footer, ProgressBar, Static
+from textual.widgets import ProgressBar, Static
 
 from smart_tui.tui.charts import format_duration, time_left_s
 from smart_tui.tui.format import ms, number
 from smart_tui.tui.live_state import LiveState
+from smart_tui.tui.widgets.key_bar import KeyBar
 from smart_tui.tui.widgets.latency_chart import LatencyChart
 from smart_tui.tui.widgets.status_line import StatusLine
 
@@ -80,7 +81,7 @@ class LiveScreen(Screen[None]):
         yield Static("", id="live-numbers", markup=False)
         yield Static("", id="live-guardrail", markup=False)
         yield Static("", id="live-verdicts", markup=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.set_interval(1 / REDRAWS_PER_S, self.redraw)

@@ -9,10 +9,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 
 from smart_tui.tui.format import ms, number, when
 from smart_tui.tui.model import RunRecord
+from smart_tui.tui.widgets.key_bar import KeyBar
 from smart_tui.tui.widgets.status_line import StatusLine
 
 
@@ -84,7 +85,7 @@ class RunDetailScreen(Screen[None]):
         yield StatusLine(f"Run {self.record.run.id}")
         with VerticalScroll(id="run-text"):
             yield Static(describe_run(self.record), markup=False)
-        yield Footer()
+        yield KeyBar()
 
     def on_mount(self) -> None:
         self.query_one("#run-text").focus()
