@@ -580,14 +580,6 @@ def _split_assignment(word: str) -> tuple[str, str] | None:
     return None
 
 
-def _masked_words(words: list[str]) -> str:
-    """The words for an error message, hiding anything after a secret's name."""
-    for index, word in enumerate(words):
-        if any(word.upper().startswith(key) for key in SECRET_KEYS):
-            return " ".join([*words[:index], word.partition("=")[0], MASK])
-    return " ".join(words)
-
-
 def _statement_error(words: list[str]) -> str:
     """What is wrong with a statement that is not one KEY=value, and the fix."""
     odd = next((w for w in words if set(w) <= _PUNCTUATION), None)
@@ -606,8 +598,14 @@ def _statement_error(words: list[str]) -> str:
             f"expected one KEY=value, found more words after {head[0]}=; "
             "quote a value that contains spaces"
         )
-    found = _masked_words(words)
-    return f"expected KEY=value, found {found!r}; only assignments are allowed"
+    # The line may be a secret that wrapped (a token, a webhook URL): name only a
+    # first word that reads like a command, never echo the rest.
+    first = words[0]
+    if first.isidentifier() and len(first) <= 32 and first.upper() not in KEYS:
+        found = f"the command {first!r}"
+    else:
+        found = "a line without KEY="
+    return f"expected KEY=value, found {found}; only assignments are allowed"
 
 
 def _assignment(first: int, last: int, words: list[str], where: str) -> Assignment:

@@ -291,7 +291,19 @@ def test_bad_url(tmp_path: Path) -> None:
         ('X="abc', 'unterminated quote; close the " opened on this line'),
         (
             "echo hi",
-            "expected KEY=value, found 'echo hi'; only assignments are allowed",
+            "expected KEY=value, found the command 'echo'; only assignments are "
+            "allowed",
+        ),
+        (
+            # A wrapped secret is never echoed back.
+            "https://hooks.slack.com/services/T0/B0/SECRETxyz",
+            "expected KEY=value, found a line without KEY=; only assignments are "
+            "allowed",
+        ),
+        (
+            "SLACK_WEBHOOK_URL:https://hooks.slack.com/SECRET",
+            "expected KEY=value, found a line without KEY=; only assignments are "
+            "allowed",
         ),
         (
             "IMPROVE_PCT = 5",
