@@ -233,12 +233,15 @@ def check_config(settings: Settings) -> int:
 
 def lab(settings: Settings, action: str, port: int | None, reset: bool) -> int:
     the_lab = Lab(settings.var_path)
-    if action == "start":
-        info = the_lab.start(port=port, reset=reset)
-        print(the_lab.format_status(info))
-    elif action == "stop":
-        the_lab.stop()
-        print("lab stopped")
+    if action in ("start", "stop"):
+        # Restarting or resetting nginx under a run would corrupt its measurement
+        # and its revert: wait for the run lock like any run does.
+        with RunLock(settings.var_path / "run.lock", f"smart-tui lab {action}"):
+            if action == "start":
+                print(the_lab.format_status(the_lab.start(port=port, reset=reset)))
+            else:
+                the_lab.stop()
+                print("lab stopped")
     else:
         status = the_lab.status()
         if status is None:

@@ -289,6 +289,11 @@ def test_second_run_is_refused_while_the_lock_is_held(workspace: Workspace) -> N
         assert second.returncode == ExitCode.LOCKED
         assert "a run of 001_nginx_workers holds the lock since" in second.stderr
         assert f"(pid {first.pid})" in second.stderr
+        # Resetting or stopping the lab under a run is refused the same way.
+        for action in (["start", "--reset"], ["stop"]):
+            lab = workspace.smart("lab", *action)
+            assert lab.returncode == ExitCode.LOCKED, lab.stderr
+        assert workspace.lab.running
     finally:
         first.send_signal(signal.SIGINT)
         first.wait(timeout=30)
