@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -78,6 +79,24 @@ def _add_setting_options(parser: argparse.ArgumentParser, *, suppress: bool) -> 
     )
 
 
+def _number(low: float, high: float, *, whole: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite number in [low, high], an int if ``whole``."""
+    kind = "a whole number" if whole else "a number"
+
+    def parse(text: str) -> float:
+        try:
+            value = int(text) if whole else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {kind}") from None
+        if not (low <= value <= high) or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range; expected {kind} from {low:g} to {high:g}"
+            )
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smart-tui",
@@ -112,12 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe = commands.add_parser("probe", help="measure a URL at a fixed request rate")
     probe.add_argument("url")
-    probe.add_argument("--rate", type=float, default=100.0, help="req/s; 0 = max")
-    probe.add_argument("--duration", type=float, default=10.0, help="seconds")
-    probe.add_argument("--connections", type=int, default=16)
-    probe.add_argument("--timeout", type=float, default=2.0, help="seconds per request")
     probe.add_argument(
-        "--warmup", type=float, default=0.0, help="seconds recorded, not scored"
+        "--rate", type=_number(0, 1e6), default=100.0, help="req/s; 0 = max"
+    )
+    probe.add_argument(
+        "--duration", type=_number(0.1, 86400), default=10.0, help="seconds"
+    )
+    probe.add_argument("--connections", type=_number(1, 10000, whole=True), default=16)
+    probe.add_argument(
+        "--timeout", type=_number(0.001, 600), default=2.0, help="seconds per request"
+    )
+    probe.add_argument(
+        "--warmup",
+        type=_number(0, 3600),
+        default=0.0,
+        help="seconds recorded, not scored",
     )
     probe.add_argument(
         "--poisson", action="store_true", help="Poisson spacing instead of fixed"
@@ -141,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check sudo, owners and modes, nginx -t and the target; change nothing",
     )
     history = commands.add_parser("history", help="past runs and their decisions")
-    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--limit", type=_number(1, 100000, whole=True), default=20)
     commands.add_parser("dashboard", help="rewrite the HTML dashboard now")
     queue = commands.add_parser("queue", help="what the next --run-once runs")
     queue_actions = queue.add_subparsers(dest="queue_action", metavar="ACTION")

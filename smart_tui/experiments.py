@@ -7,6 +7,7 @@ never hides the others. The schema is the bash seed's, plus optional probe hints
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from smart_tui.errors import ExperimentError
 
 META_FILE = "meta.json"
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
 # What each field must hold, phrased as the fix in an error message.
 _FIELD_HINTS: dict[str, str] = {
@@ -72,6 +74,15 @@ class ExperimentMeta(BaseModel):
         if value.startswith(("http://", "https://", "/")):
             return value
         raise ValueError("not a URL or path")
+
+    @field_validator("headers")
+    @classmethod
+    def _plain_headers(cls, headers: dict[str, str]) -> dict[str, str]:
+        # Sent verbatim by the probe: a CR/LF would inject a header or a request.
+        for name, value in headers.items():
+            if not _HEADER_NAME.fullmatch(name) or any(c in value for c in "\r\n"):
+                raise ValueError(f"header {name!r} is not a plain Name: value")
+        return headers
 
     @field_validator("variants")
     @classmethod
@@ -142,7 +153,8 @@ def _describe_validation_error(meta_path: Path, error: ValidationError) -> str:
     elif first["type"] == "extra_forbidden":
         return f"{meta_path}: unknown field {location!r}; remove it or fix its spelling"
     else:
-        problem = f"is invalid ({first['msg'].lower()}; got {first['input']!r})"
+        message = first["msg"][:1].lower() + first["msg"][1:]
+        problem = f"is invalid ({message}; got {first['input']!r})"
     return f"{meta_path}: field {location!r} {problem}; expected {hint}"
 
 

@@ -112,3 +112,14 @@ def test_broken_experiment_does_not_hide_the_others(tmp_path: Path) -> None:
         find(tmp_path, "020_bad")
     with pytest.raises(ExperimentError, match="known: 010_demo, 020_bad"):
         find(tmp_path, "999_nope")
+
+
+def test_header_with_line_break_is_refused_when_listed(tmp_path: Path) -> None:
+    folder = write_meta(
+        tmp_path, "010_demo", {**GOOD, "headers": {"X-A": "b\r\nInjected: 1"}}
+    )
+    assert error_of(folder) == (
+        f"{folder}/meta.json: field 'headers' is invalid (value error, header 'X-A' "
+        "is not a plain Name: value; got {'X-A': 'b\\r\\nInjected: 1'}); expected an "
+        'object of header names to values, e.g. {"Accept-Encoding": "gzip"}'
+    )

@@ -84,7 +84,10 @@ class ProbeConfig:
         ]
         for ok, rule in checks:
             if not ok:
-                raise ConfigError(f"bad probe setting: need {rule} ({self!r})")
+                raise ConfigError(
+                    f"bad probe setting for {self.url}: need {rule}; check the "
+                    "PROBE_* keys in smart.conf, rate_rps in meta.json or the flags"
+                )
         for name, value in self.headers.items():
             if any(c in name + value for c in "\r\n") or not name:
                 raise ConfigError(f"bad probe header {name!r}: no CR/LF, non-empty")
