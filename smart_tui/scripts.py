@@ -12,6 +12,7 @@ import os
 import shlex
 import signal
 import subprocess
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,32 +58,41 @@ def run_command(
     argv = ["bash", "-c", command] if isinstance(command, str) else command
     shown = command if isinstance(command, str) else shlex.join(command)
     log.info("run: %s", shown)
-    try:
-        process = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            env={**os.environ, **env},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        return ScriptResult(shown, 127, f"cannot start: {exc.strerror}")
+    # Output goes to a file, not a pipe: a script that leaves a daemon behind
+    # (which inherits the pipe) must count as finished when the script exits.
+    with tempfile.TemporaryFile() as output_file:
+        try:
+            process = subprocess.Popen(
+                argv,
+                cwd=cwd,
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=output_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return ScriptResult(shown, 127, f"cannot start: {exc.strerror}")
 
-    timed_out = False
-    try:
-        output, _ = process.communicate(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(process)
-        output, _ = process.communicate()
-    except BaseException:
-        # Interrupted (a signal turned into an exception): leave no script behind.
-        _kill_group(process)
-        process.wait()
-        raise
+        timed_out = False
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(process)
+            process.wait()
+        except BaseException:
+            # Interrupted (a signal turned into an exception): leave no script.
+            _kill_group(process)
+            process.wait()
+            raise
+        output_file.seek(0)
+        output = output_file.read().decode("utf-8", "replace")
+    if timed_out:
+        output += (
+            f"\n(killed after {timeout_s:g} s; raise SCRIPT_TIMEOUT_SECONDS in "
+            "smart.conf if the script needs longer)"
+        )
 
     for line in output.splitlines()[-_OUTPUT_TAIL_LINES:]:
         log.info("  | %s", line)
@@ -93,7 +103,7 @@ def run_command(
     return result
 
 
-def _kill_group(process: subprocess.Popen[str]) -> None:
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
 
