@@ -59,7 +59,7 @@ def test_clear_regression_is_reverted():
         lognormal(3), lognormal(4, median_ms=26.0), no_errors(), no_errors()
     )
     assert result.decision == "REVERT"
-    assert "is short of 10%" in result.reasons[0]
+    assert "slower than the baseline, so no gain of 10%" in result.reasons[0]
 
 
 def test_identical_arms_are_reverted_not_kept():

@@ -250,11 +250,13 @@ class _Judge:
 
         gain_clear = high < self.log_threshold
         loss_clear = low > self.log_threshold
-        word = (
-            "clears"
-            if gain_clear
-            else ("is short of" if loss_clear else "may not clear")
-        )
+        slower = effect.low is not None and effect.low > 1.0
+        if gain_clear:
+            word = "clears"
+        elif slower:
+            word = "slower than the baseline, so no gain of"
+        else:
+            word = "is short of" if loss_clear else "may not clear"
         self.reasons.insert(
             0,
             (
@@ -340,10 +342,13 @@ class _Judge:
             p = tail_regression_p(self.base.ms, self.var.ms, q, limit)
             beyond = p < self.alpha
             bad |= beyond
-            self.reasons.append(
-                f"{key} {_pct(ratio)} (p={p:.2g} for > {limit:g}%): "
-                f"{'beyond' if beyond else 'not shown beyond'} {limit:g}% limit"
-            )
+            if beyond:
+                verdict = f"beyond the {limit:g}% limit (p={p:.2g})"
+            elif ratio - 1 > limit / 100:
+                verdict = f"above the {limit:g}% limit but not significant (p={p:.2g})"
+            else:
+                verdict = f"within the {limit:g}% limit"
+            self.reasons.append(f"{key} {_pct(ratio)}: {verdict}")
         return bad
 
     def _throughput(self) -> bool:
