@@ -9,9 +9,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from smart_tui import aftermath, journal, spool
+from smart_tui import dashboard as dashboard_mod
 from smart_tui import experiments as experiments_mod
 from smart_tui import queue as queue_mod
-from smart_tui.aftermath import refresh_dashboard
 from smart_tui.config import (
     Settings,
     describe,
@@ -19,7 +19,7 @@ from smart_tui.config import (
     load_settings,
     refuse_exposed_secrets,
 )
-from smart_tui.errors import ExitCode, LockHeld, NothingToDo
+from smart_tui.errors import ExitCode, LockHeld, NothingToDo, OutputFailed
 from smart_tui.experiments import BrokenExperiment, Experiment
 from smart_tui.lab import Lab
 from smart_tui.lock import RunLock
@@ -269,11 +269,14 @@ def history(settings: Settings, limit: int) -> int:
 def dashboard(settings: Settings) -> int:
     store = Store(settings.database_path)
     try:
-        path = refresh_dashboard(settings, store)
+        path = dashboard_mod.write_dashboard(store, settings.www_path)
+    except OSError as exc:
+        raise OutputFailed(
+            f"cannot write {settings.www_path / 'index.html'}: {exc.strerror}; make "
+            "WWW_DIR writable by this user or point WWW_DIR elsewhere in smart.conf"
+        ) from None
     finally:
         store.close()
-    if path is None:
-        return int(ExitCode.INTERNAL)
     print(path)
     return int(ExitCode.OK)
 

@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     NOTHING_TO_DO = 10
     CHECKS_FAILED = 11
     DATABASE_FAILED = 12
+    OUTPUT_FAILED = 13
     INTERRUPTED = 130
 
 
@@ -80,6 +81,11 @@ class LabError(SmartError):
 class NothingToDo(SmartError):
     exit_code = ExitCode.NOTHING_TO_DO
     title = "nothing to do"
+
+
+class OutputFailed(SmartError):
+    exit_code = ExitCode.OUTPUT_FAILED
+    title = "output failed"
 
 
 class Interrupted(SmartError):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from smart_tui.coach.records import new_advice, save_advice
@@ -115,3 +118,26 @@ def test_hostile_advice_note_is_shown_as_text(tmp_path: Path) -> None:
 
     assert "<img" not in page
     assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in page
+
+
+def test_dashboard_command_names_an_unwritable_folder(tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    (tmp_path / "smart.conf").write_text("WWW_DIR=not-a-folder/www\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMART_")}
+    env["SMART_CONFIG"] = str(tmp_path / "smart.conf")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "smart_tui", "dashboard"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert done.returncode == 13
+    assert done.stderr.strip() == (
+        f"smart-tui: output failed: cannot write {tmp_path}/not-a-folder/www/"
+        "index.html: Not a directory; make WWW_DIR writable by this user or point "
+        "WWW_DIR elsewhere in smart.conf"
+    )
