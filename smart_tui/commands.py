@@ -155,6 +155,8 @@ def print_outcome(outcome: RunOutcome) -> None:
         print(f"variant {result.variant}: {result.decision}")
         for reason in result.reasons:
             print(f"  - {reason}")
+    for warning in outcome.warnings:
+        print(f"warning:    {warning}")
     if outcome.run_dir:
         print(f"records:    {outcome.run_dir}")
     if outcome.dashboard_path:

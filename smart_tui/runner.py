@@ -50,6 +50,7 @@ class RunOutcome:
     outcome: str
     kept_variant: str | None
     results: list[VariantResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     run_dir: Path | None = None
     dashboard_path: Path | None = None
 
@@ -88,6 +89,8 @@ class Run(MeasuringRun):
         self.snapshot = Snapshot.take(watched)
         self.applied: Variant | None = None
         self.started_s = time.monotonic()
+        # What the operator should know although the run went on (shown at the end).
+        self.warnings: list[str] = []
 
     def start_from_baseline(self) -> None:
         """Revert a variant kept by an earlier run, so it is measured afresh; the
@@ -158,6 +161,9 @@ class Run(MeasuringRun):
             )
             if not_live:
                 problem = f"{variant.name!r} is not live: {not_live}"
+                test = self.target.nginx.test()
+                if not test.ok:
+                    problem += f"; `nginx -t` fails: {test.describe()}"
         if problem is None:
             problem = self._missing_marker(variant, expect=True)
         if problem is not None:
@@ -194,6 +200,7 @@ class Run(MeasuringRun):
         variant = self.applied or self.experiment.baseline
         self.observer.phase("revert", variant.name, 0)
         before = self.target.watch.snapshot()
+        had_changes = bool(self.snapshot.changed())
         ok, described = self._run_script(self.experiment.meta.revert, variant)
         left = self.snapshot.changed()
         if left:
@@ -203,10 +210,18 @@ class Run(MeasuringRun):
             self.snapshot.restore()
             self._reload_checked()
             described = f"{described}; restored {names} from the snapshot"
+            self.warnings.append(
+                f"revert of {variant.name!r} left files changed ({described}); "
+                "the snapshot put the baseline back: fix the revert script"
+            )
         elif not ok:
             # Files are right but the reload may not have happened.
             self._reload_checked()
-        elif self.reloads_nginx:
+            self.warnings.append(
+                f"revert of {variant.name!r} failed ({described}); the baseline "
+                "was reloaded by smart-tui: fix the revert script"
+            )
+        elif self.reloads_nginx and had_changes:
             not_live = self.target.watch.wait_for_reload(
                 before, self.settings.reload_timeout_seconds
             )
@@ -451,6 +466,7 @@ def run_experiment(
         outcome=outcome,
         kept_variant=kept,
         results=results,
+        warnings=run.warnings,
         run_dir=run.files.folder,
         dashboard_path=aftermath.after_run(settings, store, run.run_id, experiment),
     )

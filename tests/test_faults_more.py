@@ -332,6 +332,8 @@ def test_revert_script_that_fails_is_undone_by_the_snapshot(ws: Workspace) -> No
     )
     assert done.returncode == ExitCode.OK, done.stderr
     assert "exited 4: revert broke" in detail and "from the snapshot" in detail
+    # The operator is told, not only the log.
+    assert "warning:    revert of 'bad' left files changed" in done.stdout
 
 
 def test_nginx_t_failing_on_the_variant(ws: Workspace) -> None:
