@@ -7,10 +7,10 @@ import argparse
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from smart_tui import aftermath, journal, spool
-from smart_tui import dashboard as dashboard_mod
 from smart_tui import experiments as experiments_mod
+from smart_tui import journal, spool
 from smart_tui import queue as queue_mod
 from smart_tui.config import (
     Settings,
@@ -21,10 +21,14 @@ from smart_tui.config import (
 )
 from smart_tui.errors import ExitCode, LockHeld, NothingToDo, OutputFailed
 from smart_tui.experiments import BrokenExperiment, Experiment
-from smart_tui.lab import Lab
 from smart_tui.lock import RunLock
-from smart_tui.runner import RunOutcome, run_experiment
 from smart_tui.storage import Store
+
+if TYPE_CHECKING:
+    from smart_tui.runner import RunOutcome
+
+# The runner (scipy, ~0.7 s), aftermath (httpx, jinja2) and the lab are imported by
+# the commands that use them, so `smart-tui` opens the app without loading them.
 
 
 def settings_from(config: Path | None, overrides: Mapping[str, str]) -> Settings:
@@ -49,6 +53,8 @@ def recover_on_start(settings: Settings) -> None:
 
 
 def _announce(settings: Settings, recovery: journal.Recovery) -> None:
+    from smart_tui import aftermath
+
     aftermath.notify(
         settings,
         "crash-recovery",
@@ -132,6 +138,8 @@ def run_once(settings: Settings, experiment_id: str | None) -> int:
         store = Store(settings.database_path)
         try:
             with make_observer(sys.stderr) as observer:
+                from smart_tui.runner import run_experiment
+
                 outcome = run_experiment(
                     settings,
                     experiment,
@@ -234,6 +242,8 @@ def check_config(settings: Settings) -> int:
 
 
 def lab(settings: Settings, action: str, port: int | None, reset: bool) -> int:
+    from smart_tui.lab import Lab
+
     the_lab = Lab(settings.var_path)
     if action in ("start", "stop"):
         # Restarting or resetting nginx under a run would corrupt its measurement
@@ -271,7 +281,9 @@ def history(settings: Settings, limit: int) -> int:
 def dashboard(settings: Settings) -> int:
     store = Store(settings.database_path)
     try:
-        path = dashboard_mod.write_dashboard(store, settings.www_path)
+        from smart_tui.dashboard import write_dashboard
+
+        path = write_dashboard(store, settings.www_path)
     except OSError as exc:
         raise OutputFailed(
             f"cannot write {settings.www_path / 'index.html'}: {exc.strerror}; make "
