@@ -370,6 +370,13 @@ class Run(MeasuringRun):
         )
 
 
+def _kept_last_time(store: Store, experiment: Experiment) -> bool:
+    """Whether this experiment's latest run left a variant live: running it again
+    then means re-testing that variant from the baseline."""
+    latest = store.runs(limit=1, experiment_id=experiment.id)
+    return bool(latest) and latest[0].outcome == "KEEP"
+
+
 def _outcome(results: list[VariantResult], kept: str | None) -> str:
     if kept:
         return "KEEP"
@@ -397,7 +404,8 @@ def run_experiment(
     """Run ``experiment`` once and leave the server on baseline or the kept variant.
 
     A ``recheck`` re-tests a variant kept earlier: it first reverts to the
-    baseline, so the kept change must win again or it is dropped.
+    baseline, so the kept change must win again or it is dropped. Running an
+    experiment whose latest run ended in KEEP is always such a recheck.
 
     Setting ``stop`` (from another thread) ends the run at the next second of
     measurement or pause: it reverts and raises ``Interrupted``."""
@@ -414,7 +422,7 @@ def run_experiment(
         stop or threading.Event(),
     )
     run.files.open_log()
-    if recheck:
+    if recheck or _kept_last_time(store, experiment):
         run.start_from_baseline()
     run.snapshot.save(run.snapshot_dir)
     # The journal goes first: from here on a killed process is recovered.

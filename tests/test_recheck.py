@@ -68,3 +68,18 @@ def test_old_kept_change_is_rechecked_from_the_baseline(
         ).fetchall()
     assert len(rows) == 1 and '"p50_ms": 2' in rows[0][0]
     assert lab.nginx_conf.read_bytes() == kept_conf
+
+
+def test_running_a_kept_experiment_again_starts_from_the_baseline(
+    tmp_path: Path, lab: LabInfo
+) -> None:
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    (tmp_path / "smart.conf").write_text("PROBE_RATE_RPS=150\n")
+    first = smart(tmp_path, "--run-once", "--experiment", "002_proxy_cache", *FAST)
+    assert "outcome:    KEEP" in first.stdout, first.stderr
+
+    second = smart(tmp_path, "--run-once", "--experiment", "002_proxy_cache", *FAST)
+
+    assert second.returncode == 0, second.stderr
+    assert "outcome:    KEEP" in second.stdout
+    assert "recheck: reverting the kept variant before measuring" in second.stderr
