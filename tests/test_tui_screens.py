@@ -242,6 +242,8 @@ async def test_config_editor_refuses_then_saves_keeping_comments(settings) -> No
 
         await pilot.press(*["backspace"] * 2, "4", "2", "enter")
         assert "accepted" in text_of(app, "#setting-error")
+        # The cursor stays on the edited row, so Down reaches the next key.
+        assert table.cursor_row == table.get_row_index("BASELINE_SECONDS")
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert "saved BASELINE_SECONDS" in text_of(app, "#setting-error")

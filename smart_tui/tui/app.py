@@ -340,9 +340,14 @@ class SmartApp(App[int]):
         )
 
     def _quit_confirmed(self, yes: bool | None) -> None:
-        if yes:
-            self._quitting = True
-            self._cancel_confirmed(True)
+        if not yes:
+            return
+        if self.control is None:
+            # The run ended while the question was open: nothing left to stop.
+            self.exit(0)
+            return
+        self._quitting = True
+        self._cancel_confirmed(True)
 
     # Approvals
 

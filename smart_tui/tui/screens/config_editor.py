@@ -62,12 +62,16 @@ class ConfigScreen(Screen[None]):
     def _fill(self) -> None:
         self.rows = self.smart.setting_rows()
         table = self.query_one(DataTable)
+        # Refilling must not move the cursor: the next edit is usually the next row.
+        cursor = table.cursor_row
         table.clear()
         self.edited = self.smart.edited_values(self.changes) if self.changes else {}
         for row in self.rows:
             shown = self.edited.get(row.key, row.value_shown)
             source = "edited" if row.key in self.changes else row.source
             table.add_row(row.key, source, shown, key=row.key)
+        if self.rows:
+            table.move_cursor(row=min(cursor, len(self.rows) - 1))
         self._show_doc()
 
     def selected(self) -> SettingRow | None:
