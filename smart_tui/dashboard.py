@@ -6,8 +6,6 @@ replaces ``index.html`` atomically: readers see the old page or the new, never h
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from smart_tui import __version__, trends
+from smart_tui.atomic import write_atomically
 from smart_tui.coach.records import StoredAdvice, advice_for_runs
 from smart_tui.storage import RunRow, Store, utc_now
 
@@ -125,23 +124,6 @@ def render_dashboard(store: Store, refresh_s: int = 30) -> str:
         refresh_s=refresh_s,
         version=__version__,
     )
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # nginx workers run as another user: the page must be world-readable.
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def write_dashboard(store: Store, www_dir: Path) -> Path:

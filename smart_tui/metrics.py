@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from smart_tui import trends
+from smart_tui.atomic import write_atomically
 from smart_tui.config import Settings
 from smart_tui.storage import Store, utc_now
 
@@ -177,28 +176,6 @@ def collect(store: Store) -> list[Family]:
     ]
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` through a temporary file in the same folder.
-
-    The temporary name ends in .tmp: node_exporter reads only *.prom files, so it
-    never sees the file half written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # node_exporter usually runs as another user.
-        os.chmod(temp_name, 0o644)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
 def write_textfile(settings: Settings, store: Store) -> Path | None:
     """Write the metrics to METRICS_PATH; None when it is empty or the write failed
     (logged: monitoring must never fail a run)."""
@@ -206,7 +183,8 @@ def write_textfile(settings: Settings, store: Store) -> Path | None:
     if path is None:
         return None
     try:
-        write_atomically(path, render(collect(store)))
+        # node_exporter reads only *.prom: the .tmp name is never half read.
+        write_atomically(path, render(collect(store)), suffix=".tmp")
     except OSError as exc:
         log.error(
             "metrics not written to %s: %s; check METRICS_PATH and that this user "

@@ -6,10 +6,10 @@ to the run's folder so the evidence outlives the process."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from smart_tui.atomic import write_atomically
 
 INDEX_NAME = "INDEX"
 
@@ -19,20 +19,6 @@ def _read(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, mode)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -64,7 +50,7 @@ class Snapshot:
             if data is None:
                 path.unlink(missing_ok=True)
             else:
-                _write_atomically(path, data, self.modes.get(path, 0o644))
+                write_atomically(path, data, mode=self.modes.get(path, 0o644))
         return restored
 
     def save(self, folder: Path) -> None:
@@ -75,13 +61,11 @@ class Snapshot:
         for index, (path, data) in enumerate(self.files.items()):
             name = f"{index:02d}_{path.name}"
             if data is not None:
-                _write_atomically(folder / name, data, 0o600)
+                write_atomically(folder / name, data, mode=0o600)
             mode = self.modes.get(path)
             state = "absent" if data is None else f"{mode:o}"
             lines.append(f"{name}\t{state}\t{path}")
-        _write_atomically(
-            folder / INDEX_NAME, ("\n".join(lines) + "\n").encode(), 0o600
-        )
+        write_atomically(folder / INDEX_NAME, "\n".join(lines) + "\n", mode=0o600)
 
     @classmethod
     def load(cls, folder: Path) -> Snapshot:
