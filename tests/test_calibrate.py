@@ -3,37 +3,23 @@ the window length."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
-from smart_tui.lab import LabInfo
+from support.cli import smart, workspace
 
-REPO = Path(__file__).resolve().parent.parent
+from smart_tui.lab import LabInfo
 
 
 def test_calibrate_plans_windows_and_changes_nothing(
     tmp_path: Path, lab: LabInfo
 ) -> None:
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    (tmp_path / "smart.conf").write_text("PROBE_RATE_RPS=200\nWARMUP_SECONDS=0.5\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMART_")}
-    env["SMART_CONFIG"] = str(tmp_path / "smart.conf")
+    workspace(tmp_path, "PROBE_RATE_RPS=200\nWARMUP_SECONDS=0.5\n")
     before = lab.nginx_conf.read_bytes()
 
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "smart_tui", "calibrate"),
-            *("--experiment", "001_nginx_workers", "--baseline-seconds", "3"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    done = smart(
+        tmp_path,
+        *("calibrate", "--experiment", "001_nginx_workers", "--baseline-seconds", "3"),
     )
 
     assert done.returncode == 0, done.stderr

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
+
+from support.cli import smart, workspace
 
 from smart_tui.lab import LabInfo
 
-REPO = Path(__file__).resolve().parent.parent
 FAST = [
     "--baseline-seconds",
     "4",
@@ -24,25 +21,10 @@ FAST = [
 ]
 
 
-def smart(base: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMART_")}
-    env["SMART_CONFIG"] = str(base / "smart.conf")
-    return subprocess.run(
-        [sys.executable, "-m", "smart_tui", *args],
-        cwd=base,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 def test_old_kept_change_is_rechecked_from_the_baseline(
     tmp_path: Path, lab: LabInfo
 ) -> None:
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    (tmp_path / "smart.conf").write_text("PROBE_RATE_RPS=150\nRECHECK_DAYS=30\n")
+    workspace(tmp_path, "PROBE_RATE_RPS=150\nRECHECK_DAYS=30\n")
     first = smart(tmp_path, "--run-once", "--experiment", "002_proxy_cache", *FAST)
     assert "outcome:    KEEP" in first.stdout, first.stderr
     kept_conf = lab.nginx_conf.read_bytes()
@@ -73,8 +55,7 @@ def test_old_kept_change_is_rechecked_from_the_baseline(
 def test_running_a_kept_experiment_again_starts_from_the_baseline(
     tmp_path: Path, lab: LabInfo
 ) -> None:
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    (tmp_path / "smart.conf").write_text("PROBE_RATE_RPS=150\n")
+    workspace(tmp_path, "PROBE_RATE_RPS=150\n")
     first = smart(tmp_path, "--run-once", "--experiment", "002_proxy_cache", *FAST)
     assert "outcome:    KEEP" in first.stdout, first.stderr
 

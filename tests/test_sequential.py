@@ -4,38 +4,20 @@ the window early, and a backend that starts failing is rolled back within second
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from support.cli import smart_background, workspace
 
 from smart_tui.lab import Lab, LabInfo
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def smart(base: Path, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMART_")}
-    env["SMART_CONFIG"] = str(base / "smart.conf")
-    return subprocess.Popen(
-        [sys.executable, "-m", "smart_tui", *args],
-        cwd=base,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 @pytest.fixture
 def base(tmp_path: Path, lab: LabInfo) -> Path:
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    (tmp_path / "smart.conf").write_text("PROBE_RATE_RPS=150\n")
+    workspace(tmp_path, "PROBE_RATE_RPS=150\n")
     # 001's change, measured on the proxied backend instead of a static file.
     workers_app = tmp_path / "experiments" / "095_workers_app"
     shutil.copytree(tmp_path / "experiments" / "001_nginx_workers", workers_app)
@@ -55,7 +37,7 @@ def decision_row(base: Path) -> sqlite3.Row:
 
 def test_clear_win_stops_early_with_keep(base: Path) -> None:
     started = time.monotonic()
-    run = smart(
+    run = smart_background(
         base,
         "--run-once",
         "--experiment",
@@ -83,7 +65,7 @@ def test_guardrail_reverts_a_failing_variant_within_seconds(
     base: Path, lab: LabInfo
 ) -> None:
     baseline_conf = lab.nginx_conf.read_bytes()
-    run = smart(
+    run = smart_background(
         base,
         "--run-once",
         "--experiment",

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+from support.cli import smart, workspace
 
 from smart_tui.lab import LabInfo
 from smart_tui.records import Samples, combine
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def test_combine_puts_blocks_on_one_clock() -> None:
@@ -36,23 +31,14 @@ def test_combine_puts_blocks_on_one_clock() -> None:
 def test_switchback_alternates_blocks_and_keeps_a_clear_win(
     tmp_path: Path, lab: LabInfo
 ) -> None:
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    (tmp_path / "smart.conf").write_text("PROBE_RATE_RPS=150\nSWITCHBACK_BLOCKS=2\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SMART_")}
-    env["SMART_CONFIG"] = str(tmp_path / "smart.conf")
+    workspace(tmp_path, "PROBE_RATE_RPS=150\nSWITCHBACK_BLOCKS=2\n")
     baseline_conf = lab.nginx_conf.read_bytes()
 
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "smart_tui", "--run-once"),
-            *("--experiment", "002_proxy_cache", "--settle-seconds", "1"),
-            *("--baseline-seconds", "6", "--experiment-seconds", "6"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = smart(
+        tmp_path,
+        "--run-once",
+        *("--experiment", "002_proxy_cache", "--settle-seconds", "1"),
+        *("--baseline-seconds", "6", "--experiment-seconds", "6"),
     )
 
     assert done.returncode == 0, done.stderr

@@ -1,0 +1,56 @@
+"""Running the real ``smart-tui`` command against a test workspace: a folder with a
+copy of the shipped experiments, its own smart.conf, and var/ holding the lab."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+SMART = [sys.executable, "-m", "smart_tui"]
+
+
+def workspace(base: Path, conf: str) -> Path:
+    """Copy the shipped experiments into ``base`` and write its smart.conf."""
+    shutil.copytree(REPO / "experiments", base / "experiments")
+    (base / "smart.conf").write_text(conf)
+    return base
+
+
+def smart_env(base: Path) -> dict[str, str]:
+    """The caller's environment without SMART_* settings, pointed at ``base``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SMART_")}
+    env.pop("COACH_TOKEN", None)
+    env.pop("COACH_URL", None)
+    env["SMART_CONFIG"] = str(base / "smart.conf")
+    return env
+
+
+def smart(
+    base: Path, *args: str, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``smart-tui ARGS`` in ``base`` and wait for it."""
+    return subprocess.run(
+        [*SMART, *args],
+        cwd=base,
+        env=smart_env(base),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def smart_background(base: Path, *args: str) -> subprocess.Popen[str]:
+    """Start ``smart-tui ARGS`` in ``base`` without waiting."""
+    return subprocess.Popen(
+        [*SMART, *args],
+        cwd=base,
+        env=smart_env(base),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
