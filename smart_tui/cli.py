@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from smart_tui import __version__
 from smart_tui.errors import ConfigError, ExitCode, Interrupted, SmartError
@@ -97,8 +97,19 @@ def _number(low: float, high: float, *, whole: bool = False) -> Callable[[str], 
     return parse
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the fix, like every other
+    error of smart-tui, instead of the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            int(ExitCode.USAGE),
+            f"smart-tui: usage: {message}; see `{self.prog} --help`\n",
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="smart-tui",
         description=(
             "Run performance experiments on a live nginx and keep only what the "
@@ -118,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_setting_options(parser, suppress=False)
 
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", parser_class=_Parser
+    )
     commands.add_parser("list", help="list experiments and whether they are valid")
     commands.add_parser(
         "check-config", help="print every setting, its value and where it came from"

@@ -326,4 +326,7 @@ def test_bad_config_and_bad_experiment_exit_codes(workspace: Workspace) -> None:
 def test_bad_flag_is_a_usage_error(workspace: Workspace) -> None:
     done = workspace.smart("--run-once", "--baseline-seconds")
     assert done.returncode == ExitCode.USAGE
-    assert "expected one argument" in done.stderr
+    assert done.stderr == (
+        "smart-tui: usage: argument --baseline-seconds: expected one argument; "
+        "see `smart-tui --help`\n"
+    )
