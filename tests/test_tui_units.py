@@ -115,3 +115,18 @@ def test_folder_signature_moves_when_an_experiment_changes(tmp_path: Path) -> No
     os.utime(meta, ns=(0, 0))  # ctime moves with any change, even of times
     assert folder_signature(settings.experiments_path) != before
     assert folder_signature(tmp_path / "missing") == ()
+
+
+def test_live_numbers_skip_a_window_s_partial_last_second() -> None:
+    state = LiveState(experiment_id="x")
+    state.seconds["variant on"] = [
+        {"second": 0, "intended": 150, "achieved_rps": 149.0},
+        {"second": 1, "intended": 150, "achieved_rps": 151.0},
+        {"second": 2, "intended": 12, "achieved_rps": 107.0},
+    ]
+    latest = state.latest()
+    assert latest is not None and latest["second"] == 1
+
+    state.seconds["variant on"].append({"second": 3, "intended": 150})
+    latest = state.latest()
+    assert latest is not None and latest["second"] == 3

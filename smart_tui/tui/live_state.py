@@ -69,10 +69,18 @@ class LiveState:
         return max(now - self.phase_started_s, 0.0), self.planned_s
 
     def latest(self) -> dict[str, Any] | None:
+        """The newest whole second: a window that ends early (a stop, a sequential
+        answer) leaves a last second holding a fraction of the planned requests,
+        whose rate would read as nonsense next to the intended one."""
         for stats_list in reversed(list(self.seconds.values())):
-            if stats_list:
-                latest: dict[str, Any] = stats_list[-1]
-                return latest
+            if not stats_list:
+                continue
+            latest: dict[str, Any] = stats_list[-1]
+            if len(stats_list) > 1:
+                before: dict[str, Any] = stats_list[-2]
+                if (latest.get("intended") or 0) < 0.5 * (before.get("intended") or 0):
+                    return before
+            return latest
         return None
 
     def chart_series(self) -> dict[str, list[float | None]]:
