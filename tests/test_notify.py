@@ -169,7 +169,8 @@ def test_a_slow_receiver_is_given_up_on_in_time(
     deliveries = outreach.notify_event(settings, "guardrail-rollback", "critical", "")
     elapsed_s = time.monotonic() - started
 
-    assert elapsed_s < 1.6
+    # Bounded by NOTIFY_TIMEOUT_SECONDS plus a grace, far from the 30 s receiver.
+    assert elapsed_s < settings.notify_timeout_seconds + outreach.GRACE_S
     assert {d.target: d.ok for d in deliveries} == {
         "slack": True,
         "discord": True,
