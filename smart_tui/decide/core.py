@@ -345,7 +345,10 @@ class _Judge:
             if beyond:
                 verdict = f"beyond the {limit:g}% limit (p={p:.2g})"
             elif ratio - 1 > limit / 100:
-                verdict = f"above the {limit:g}% limit but not significant (p={p:.2g})"
+                verdict = (
+                    f"above the {limit:g}% limit but not significant "
+                    f"(p={p:.2g} > {self.alpha:.2g})"
+                )
             else:
                 verdict = f"within the {limit:g}% limit"
             self.reasons.append(f"{key} {_pct(ratio)}: {verdict}")
