@@ -79,6 +79,26 @@ def _common(base: Arm, var: Arm) -> dict[str, Any]:
     }
 
 
+def seed_verdict(
+    p50_ratio: float,
+    err_delta_pts: float,
+    improve_pct: float,
+    max_err_delta_pct: float,
+    errors_name: str = "5xx",
+) -> tuple[str, list[str]]:
+    """The bash rule on two point figures: KEEP iff the p50 ratio is at least
+    ``improve_pct`` below 1 and errors rose by at most ``max_err_delta_pct``
+    points. Shared by ``seed_rule`` and the aggregate-only measurement sources."""
+    gain_ok = p50_ratio <= 1 - improve_pct / 100
+    err_ok = err_delta_pts <= max_err_delta_pct
+    reasons = [
+        f"p50 {_pct(p50_ratio)}: {'meets' if gain_ok else 'misses'} {improve_pct:g}%",
+        f"{errors_name} {err_delta_pts:+.1f} pt: {'within' if err_ok else 'beyond'} "
+        f"{max_err_delta_pct:g} pt",
+    ]
+    return ("KEEP" if gain_ok and err_ok else "REVERT"), reasons
+
+
 def seed_rule(
     baseline_ms: Latencies,
     variant_ms: Latencies,
@@ -107,15 +127,9 @@ def seed_rule(
         )
     ratio = common["variant_p50_ms"] / max(common["baseline_p50_ms"], 1e-9)
     delta_pts = (var.errors / var.n - base.errors / base.n) * 100
-    gain_ok = ratio <= 1 - improve_pct / 100
-    err_ok = delta_pts <= max_err_delta_pct
-    reasons = [
-        f"p50 {_pct(ratio)}: {'meets' if gain_ok else 'misses'} {improve_pct:g}%",
-        f"5xx {delta_pts:+.1f} pt: {'within' if err_ok else 'beyond'} "
-        f"{max_err_delta_pct:g} pt",
-    ]
+    verdict, reasons = seed_verdict(ratio, delta_pts, improve_pct, max_err_delta_pct)
     return Decision(
-        "KEEP" if gain_ok and err_ok else "REVERT",
+        verdict,
         Effect(ratio),
         None,
         var.n,

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from smart_tui.decide import Decision, Effect
+from smart_tui.decide.core import seed_verdict
 from smart_tui.records import Samples
 from smart_tui.sources.window import Aggregates
 
@@ -93,21 +94,15 @@ def aggregate_decision(
     base_err_pct = 100 * base_arm.errors / base_arm.requests
     var_err_pct = 100 * var_arm.errors / var_arm.requests
     delta_pts = var_err_pct - base_err_pct
-    gain_ok = ratio <= 1 - improve_pct / 100
-    err_ok = delta_pts <= max_err_delta_pct
-    reasons = [
-        f"p50 {(ratio - 1) * 100:+.0f}%: {'meets' if gain_ok else 'misses'} "
-        f"{improve_pct:g}%",
-        f"errors {delta_pts:+.1f} pt: {'within' if err_ok else 'beyond'} "
-        f"{max_err_delta_pct:g} pt",
-        *why,
-    ]
+    verdict, reasons = seed_verdict(
+        ratio, delta_pts, improve_pct, max_err_delta_pct, errors_name="errors"
+    )
     return Decision(
-        "KEEP" if gain_ok and err_ok else "REVERT",
+        verdict,
         Effect(ratio),
         None,
         var_arm.requests,
-        reasons,
+        [*reasons, *why],
         policy="seed",
         baseline_samples=base_arm.requests,
         baseline_p50_ms=base_arm.p50_ms,
