@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -16,9 +15,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support.cli import with_earlier_run, workspace
 
 from smart_tui.lab import LabInfo
-from smart_tui.storage import Store
 
 REPO = Path(__file__).resolve().parent.parent
 SHORT = [
@@ -75,15 +74,7 @@ def probes_left(base: Path) -> list[psutil.Process]:
 
 @pytest.fixture
 def base(tmp_path: Path, lab: LabInfo) -> Path:
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    (tmp_path / "smart.conf").write_text("PROBE_RATE_RPS=100\n")
-    store = Store(tmp_path / "var" / "smart.db")
-    store.start_run(
-        "earlier-run", "001_nginx_workers", trigger="t", pid=1, host="h", settings={}
-    )
-    store.finish_run("earlier-run", status="done", outcome="REVERT")
-    store.close()
-    return tmp_path
+    return with_earlier_run(workspace(tmp_path, "PROBE_RATE_RPS=100\n"))
 
 
 # point -> how the run is recorded afterwards

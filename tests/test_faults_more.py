@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -26,12 +25,12 @@ from pathlib import Path
 
 import pytest
 from support import fault_table
+from support.cli import add_faulty_experiment, with_earlier_run, workspace
 
 from smart_tui.config import load_settings
 from smart_tui.errors import ExitCode, Interrupted, LockHeld
 from smart_tui.experiments import load
 from smart_tui.lab import LabInfo
-from smart_tui.storage import Store
 from smart_tui.tui.control import RunControl
 from smart_tui.tui.runs import run_from_app
 
@@ -111,20 +110,7 @@ class Workspace:
     def experiment(
         self, name: str, apply: str, revert: str, target_url: str = "/"
     ) -> None:
-        folder = self.base / "experiments" / name
-        folder.mkdir()
-        meta = {
-            "id": name,
-            "description": "a deliberately faulty experiment",
-            "variants": [
-                {"name": "baseline", "apply": "true"},
-                {"name": "bad", "apply": apply},
-            ],
-            "revert": revert,
-            "target_url": target_url,
-            "measure_interval_sec": 1,
-        }
-        (folder / "meta.json").write_text(json.dumps(meta))
+        add_faulty_experiment(self.base, name, apply, revert, target_url)
 
     def conf_changed(self) -> bool:
         return self.lab.nginx_conf.read_bytes() != self.baseline
@@ -185,15 +171,7 @@ class Workspace:
 
 @pytest.fixture
 def ws(tmp_path: Path, lab: LabInfo) -> Workspace:
-    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
-    (tmp_path / "smart.conf").write_text("PROBE_RATE_RPS=100\n")
-    store = Store(tmp_path / "var" / "smart.db")
-    store.start_run(
-        "earlier-run", "001_nginx_workers", trigger="t", pid=1, host="h", settings={}
-    )
-    store.finish_run("earlier-run", status="done", outcome="REVERT")
-    store.close()
-    return Workspace(tmp_path, lab)
+    return Workspace(with_earlier_run(workspace(tmp_path, "PROBE_RATE_RPS=100\n")), lab)
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.cli import add_faulty_experiment
 
 from smart_tui.errors import ExitCode
 from smart_tui.lab import Lab, LabInfo
@@ -90,20 +91,7 @@ def workspace(tmp_path: Path, lab: LabInfo) -> Workspace:
 
 
 def add_experiment(ws: Workspace, name: str, apply: str, revert: str) -> None:
-    folder = ws.base / "experiments" / name
-    folder.mkdir()
-    meta = {
-        "id": name,
-        "description": "a deliberately faulty experiment",
-        "variants": [
-            {"name": "baseline", "apply": "true"},
-            {"name": "bad", "apply": apply},
-        ],
-        "revert": revert,
-        "target_url": "/",
-        "measure_interval_sec": 1,
-    }
-    (folder / "meta.json").write_text(json.dumps(meta))
+    add_faulty_experiment(ws.base, name, apply, revert)
 
 
 def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:

@@ -3,6 +3,7 @@ copy of the shipped experiments, its own smart.conf, and var/ holding the lab.""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -54,3 +55,36 @@ def smart_background(base: Path, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def with_earlier_run(base: Path) -> Path:
+    """Record a finished run before the test's own, to show no run is lost."""
+    from smart_tui.storage import Store
+
+    store = Store(base / "var" / "smart.db")
+    store.start_run(
+        "earlier-run", "001_nginx_workers", trigger="t", pid=1, host="h", settings={}
+    )
+    store.finish_run("earlier-run", status="done", outcome="REVERT")
+    store.close()
+    return base
+
+
+def add_faulty_experiment(
+    base: Path, name: str, apply: str, revert: str, target_url: str = "/"
+) -> None:
+    """An experiment named ``name`` whose one variant runs ``apply``/``revert``."""
+    folder = base / "experiments" / name
+    folder.mkdir()
+    meta = {
+        "id": name,
+        "description": "a deliberately faulty experiment",
+        "variants": [
+            {"name": "baseline", "apply": "true"},
+            {"name": "bad", "apply": apply},
+        ],
+        "revert": revert,
+        "target_url": target_url,
+        "measure_interval_sec": 1,
+    }
+    (folder / "meta.json").write_text(json.dumps(meta))
