@@ -133,7 +133,7 @@ def wrk(url: str, connections: int, duration_s: int, timeout_s: int = 2) -> Tool
         timeout=duration_s + 30,
     ).stdout
     pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     return ToolRun(rps, _wrk_ms(pct["50"]), _wrk_ms(pct["99"]))
 
 
@@ -146,7 +146,7 @@ def hey(
     out = subprocess.run(
         [*cmd, url], capture_output=True, text=True, check=True, timeout=duration_s + 60
     ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     pct = dict(re.findall(r"^\s+(50|99)% in ([\d.]+) secs", out, re.M))
     return ToolRun(rps, float(pct["50"]) * 1000, float(pct["99"]) * 1000)
 

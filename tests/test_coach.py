@@ -393,7 +393,7 @@ def test_act_mode_turns_only_an_inconclusive_into_more_data(
 
     assert result.recommendation.value == expected
     assert result.extend_seconds == extend_s
-    assert advice_for_run(store, run_id).recommendation == expected  # type: ignore[union-attr]
+    assert advice_for_run(store, run_id).recommendation == expected
     run = store.run(run_id)
     assert run is not None and run.outcome == outcome  # the record is untouched
 

@@ -271,7 +271,7 @@ async def test_hidden_screen_reloads_when_shown_again(settings) -> None:
         app.poll()
         await pilot.pause()
         assert len(decisions.rows) == 5
-        assert app.screen.rows[0].last_when == "2026-12-04T11:50:00+00:00"  # type: ignore[attr-defined]
+        assert app.screen.rows[0].last_when == "2026-12-04T11:50:00+00:00"
 
         await pilot.press("3")
         await pilot.pause()

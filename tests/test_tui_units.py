@@ -80,12 +80,12 @@ def test_timer_run_rebuilt_from_the_database(tmp_path: Path) -> None:
 def test_key_line_groups_keys_and_reads_without_colour() -> None:
     screens = Binding.Group("screens", compact=True)
     active = [
-        ActiveBinding(None, Binding("r", "run", "Run now"), True),  # type: ignore[arg-type]
-        ActiveBinding(None, Binding("x", "gone", "Hidden", show=False), True),  # type: ignore[arg-type]
-        ActiveBinding(None, Binding("1", "one", "One", group=screens), True),  # type: ignore[arg-type]
-        ActiveBinding(None, Binding("2", "two", "Two", group=screens), True),  # type: ignore[arg-type]
-        ActiveBinding(None, Binding("c", "cancel", "Cancel"), False),  # type: ignore[arg-type]
-        ActiveBinding(None, Binding("ctrl+c", "cancel", "Cancel"), True),  # type: ignore[arg-type]
+        ActiveBinding(None, Binding("r", "run", "Run now"), True),
+        ActiveBinding(None, Binding("x", "gone", "Hidden", show=False), True),
+        ActiveBinding(None, Binding("1", "one", "One", group=screens), True),
+        ActiveBinding(None, Binding("2", "two", "Two", group=screens), True),
+        ActiveBinding(None, Binding("c", "cancel", "Cancel"), False),
+        ActiveBinding(None, Binding("ctrl+c", "cancel", "Cancel"), True),
     ]
     line = key_line(active, lambda binding: binding.key, "^p palette")
     assert line.plain == "r Run now  12 screens  c Cancel  ^p palette"
