@@ -4,15 +4,20 @@
 #   bash deploy/install.sh [--prefix DIR] [--no-systemd] [--no-nginx]
 #                          [--listen ADDR] [--uninstall] [--render DIR]
 #
-# Lays out /opt/smart (smart.conf, experiments/, var/runs/, www/, venv/), installs
-# smart-tui into venv/, the systemd service and timer, a sudoers drop-in (checked
-# with visudo -cf first), an nginx site for the dashboard and a logrotate rule.
+# Lays out /opt/smart (smart.conf, experiments/, var/runs/, www/, venv/, root-state/),
+# installs smart-tui into venv/, the systemd service and timer, a sudoers drop-in
+# that lets the smart user run venv/bin/smart-tui-root as root (checked with
+# visudo -cf first), an nginx site for the dashboard and a logrotate rule.
+# Owners: root keeps smart.conf (group: the user's, mode 0640), experiments/, venv/
+# and root-state/ (0700); the user owns var/ and www/.
 # Idempotent: a second run changes nothing and says so. Every path it creates is
 # listed in /opt/smart/.install-manifest, which --uninstall follows.
 #
 # --prefix DIR   install under DIR instead of / (DIR/opt/smart, DIR/etc/...). With a
-#                prefix nothing outside DIR is touched: no user is created (files
-#                keep the caller as owner), no systemctl, no nginx reload.
+#                prefix nothing outside DIR is touched: no user is created, no
+#                systemctl, no nginx reload, no ROOT_HELPER_CMD. Run as root with
+#                SMART_USER naming an existing user, files inside DIR get the same
+#                owners as on a server; otherwise they keep the caller as owner.
 # --no-systemd   no service or timer
 # --no-nginx     no nginx site (serve DIR/opt/smart/www yourself)
 # --listen ADDR  the site's nginx `listen` value (default 80)
@@ -25,6 +30,9 @@
 # (extra pip options, e.g. --index-url of a mirror), SMART_USER (default smart).
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"
+# The root helper refuses a venv or experiments/ that group or others may write:
+# whatever umask the caller has, nothing created here is.
+umask 0022
 
 CHECKOUT="$(cd "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 DEPLOY="$CHECKOUT/deploy"
@@ -38,6 +46,8 @@ SMART_USER="${SMART_USER:-smart}"
 PYTHON="${SMART_PYTHON:-python3}"
 UNIT=smart-experiment
 CHANGES=0
+OWNED=0 # 1: files get their server owners (root, the user and its group)
+SMART_GROUP=""
 
 say() { echo "install.sh: $*"; }
 die() {
@@ -104,9 +114,22 @@ NGINX_BIN="$(command -v nginx || echo /usr/sbin/nginx)"
 # Only a real install (to /) acts on the running system.
 live() { [ -z "$PREFIX" ]; }
 
+# decide_owners: chown only as root and only to a user that exists (a live install
+# creates it first); the user's primary group is not always named after it.
+decide_owners() {
+    OWNED=0
+    SMART_GROUP=""
+    if [ "$(id -u)" = 0 ] && id -u "$SMART_USER" >/dev/null 2>&1; then
+        OWNED=1
+        SMART_GROUP="$(id -gn "$SMART_USER")"
+    fi
+}
+
 # --- the manifest -------------------------------------------------------------
 # One "kind path" per line: dir, file, link, relink (a link this script removed
-# and puts back), user. Lines are only ever added once.
+# and puts back), user, setting (a smart.conf key this script has set, so a re-run
+# leaves the operator's later value alone; --uninstall ignores it). Lines are only
+# ever added once.
 
 MANIFEST_LINES=()
 load_manifest() {
@@ -115,12 +138,15 @@ load_manifest() {
         mapfile -t MANIFEST_LINES <"$MANIFEST"
     fi
 }
-record() {
+recorded() {
     local line
     for line in "${MANIFEST_LINES[@]}"; do
         [ "$line" != "$1" ] || return 0
     done
-    MANIFEST_LINES+=("$1")
+    return 1
+}
+record() {
+    recorded "$1" || MANIFEST_LINES+=("$1")
 }
 save_manifest() {
     local text
@@ -171,14 +197,38 @@ put_file() {
     record "file $dest"
 }
 
-# ensure_owner PATH OWNER: chown (recursively) when PATH belongs to someone else.
+# ensure_owner PATH USER:GROUP [flat]: chown PATH (and all below it unless flat)
+# when any of it belongs to someone else. Only when OWNED=1.
 ensure_owner() {
-    live || return 0
-    local path="$1" owner="$2"
-    if [ -n "$(find "$path" ! -user "${owner%%:*}" -print -quit)" ] ||
-        [ -n "$(find "$path" ! -group "${owner##*:}" -print -quit)" ]; then
-        chown -R -- "$owner" "$path"
+    [ "$OWNED" = 1 ] || return 0
+    local path="$1" owner="$2" depth=() recurse=(-R)
+    if [ "${3:-}" = flat ]; then
+        depth=(-maxdepth 0)
+        recurse=()
+    fi
+    if [ -n "$(find "$path" "${depth[@]}" \( ! -user "${owner%%:*}" -o \
+        ! -group "${owner##*:}" \) -print -quit)" ]; then
+        chown -h "${recurse[@]}" -- "$owner" "$path"
         changed "gave $path to $owner"
+    fi
+}
+
+# ensure_root_only DIR: DIR and all below it root's and not writable by group or
+# others (symbolic links aside: their mode means nothing). Only when OWNED=1.
+ensure_root_only() {
+    [ "$OWNED" = 1 ] || return 0
+    ensure_owner "$1" root:root
+    if [ -n "$(find "$1" ! -type l -perm /022 -print -quit)" ]; then
+        find "$1" ! -type l -perm /022 -exec chmod go-w -- {} +
+        changed "made $1 writable by root only"
+    fi
+}
+
+# ensure_file_mode FILE MODE
+ensure_file_mode() {
+    if [ "$(stat -c %a -- "$1")" != "${2#0}" ]; then
+        chmod "$2" -- "$1"
+        changed "set mode $2 on $1"
     fi
 }
 
@@ -191,6 +241,16 @@ render() {
         -e "s|@WWW@|$BASE/www|g" -e "s|@LISTEN@|$LISTEN|g" \
         -e "s|@NGINX@|$NGINX_BIN|g" -e "s|@SCHEDULE@|$SCHEDULE|g" \
         -e "s|@RANDOM_DELAY@|$RANDOM_DELAY|g" -- "$1" >"$2"
+}
+
+# file_setting KEY: KEY's value as the installed smart.conf alone gives it (the
+# file, else the default; never the caller's environment).
+file_setting() {
+    "$VENV/bin/python" -P -c 'import sys
+from pathlib import Path
+from smart_tui.config import load_settings
+settings = load_settings(Path(sys.argv[1]), environ={})
+print(getattr(settings, sys.argv[2].lower()))' "$BASE/smart.conf" "$1"
 }
 
 # setting KEY: the effective smart.conf value, as smart-tui itself reads it.
@@ -260,11 +320,20 @@ install_venv() {
 
 install_user() {
     live || return 0
+    # Group adm: on Debian nginx's logs (/var/log/nginx/*.log) are www-data:adm
+    # 0640, and runs read the error log and the access log.
+    local groups=()
+    ! getent group adm >/dev/null || groups=(--groups adm)
     if ! id -u "$SMART_USER" >/dev/null 2>&1; then
         useradd --system --home-dir "$BASE" --no-create-home \
-            --shell /usr/sbin/nologin "$SMART_USER"
+            --shell /usr/sbin/nologin "${groups[@]}" "$SMART_USER"
         record "user $SMART_USER"
         changed "created the system user $SMART_USER"
+    elif recorded "user $SMART_USER" && [ "${#groups[@]}" -gt 0 ] &&
+        [[ " $(id -nG "$SMART_USER") " != *" adm "* ]]; then
+        # A user an older install.sh created, before it joined adm.
+        usermod --append --groups adm "$SMART_USER"
+        changed "added the user $SMART_USER to the group adm (reads nginx's logs)"
     fi
 }
 
@@ -273,7 +342,9 @@ install_layout() {
     ensure_dir "$BASE/var" 0750
     ensure_dir "$BASE/var/runs" 0750
     ensure_dir "$BASE/www" 0755
-    # experiments/ stays root's: sudo may run these scripts as root.
+    # smart-tui-root's own snapshots of what root edits: root's alone.
+    ensure_dir "$BASE/root-state" 0700
+    # experiments/ stays root's: smart-tui-root runs their commands as root.
     local src rel
     while IFS= read -r -d '' src; do
         rel="${src#"$CHECKOUT/"}"
@@ -284,28 +355,67 @@ install_layout() {
         fi
     done < <(find "$CHECKOUT/experiments" -type f ! -name '*.smart-bak' -print0 | sort -z)
     if [ ! -f "$BASE/smart.conf" ]; then
-        # Mode 600: it may come to hold COACH_TOKEN or webhook URLs.
-        install -m 0600 -- "$CHECKOUT/smart.conf" "$BASE/smart.conf"
+        # It may come to hold COACH_TOKEN or webhook URLs: mode 640 when root owns
+        # it and only the user's group may read it, else 600 (the caller's).
+        install -m "$(conf_mode)" -- "$CHECKOUT/smart.conf" "$BASE/smart.conf"
         record "file $BASE/smart.conf"
         changed "wrote $BASE/smart.conf (an existing one is never overwritten)"
         FRESH_CONF=1
     fi
 }
 
-configure_live_target() {
-    # A fresh server install measures and edits the system nginx, not the lab.
-    live && [ "${FRESH_CONF:-0}" = 1 ] || return 0
-    "$VENV/bin/python" -P - "$BASE/smart.conf" "$NGINX_BIN" <<'PY'
+conf_mode() {
+    if [ "$OWNED" = 1 ]; then echo 0640; else echo 0600; fi
+}
+
+# set_owners: the owners a server needs, when OWNED=1. Root owns what decides
+# what root does: smart.conf (so the service cannot change which file root edits;
+# the service reads it through its group), experiments/, venv/, root-state/ and
+# the folder above them all. The user owns what a run writes: var/ and www/.
+set_owners() {
+    [ "$OWNED" = 1 ] || return 0
+    ensure_owner "$BASE" root:root flat
+    ensure_root_only "$BASE/experiments"
+    ensure_root_only "$VENV"
+    ensure_owner "$BASE/root-state" root:root
+    ensure_owner "$BASE/smart.conf" "root:$SMART_GROUP"
+    ensure_file_mode "$BASE/smart.conf" "$(conf_mode)"
+    ensure_owner "$BASE/var" "$SMART_USER:$SMART_GROUP"
+    ensure_owner "$BASE/www" "$SMART_USER:$SMART_GROUP"
+}
+
+# update_config KEY=VALUE...: set these in the installed smart.conf, keeping the
+# rest of the file, with smart-tui's own (validating, atomic) writer.
+update_config() {
+    "$VENV/bin/python" -P - "$BASE/smart.conf" "$@" <<'PY'
 import sys
 from pathlib import Path
 from smart_tui.config import update_config_file
-update_config_file(Path(sys.argv[1]), {
-    "TARGET_URL": "http://127.0.0.1/",
-    "NGINX_CONF": "/etc/nginx/nginx.conf",
-    "NGINX_CMD": f"sudo -n {sys.argv[2]}",
-})
+changes = dict(arg.partition("=")[::2] for arg in sys.argv[2:])
+update_config_file(Path(sys.argv[1]), changes)
 PY
-    changed "pointed $BASE/smart.conf at the system nginx (TARGET_URL, NGINX_*)"
+}
+
+configure_live_target() {
+    # A server install measures and edits the system nginx, not the lab; root's
+    # part of each run goes through smart-tui-root. A prefix keeps the lab.
+    live || return 0
+    local helper="sudo -n $VENV/bin/smart-tui-root $BASE/smart.conf"
+    local mark="setting ROOT_HELPER_CMD"
+    if [ "${FRESH_CONF:-0}" = 1 ]; then
+        update_config TARGET_URL=http://127.0.0.1/ NGINX_CONF=/etc/nginx/nginx.conf \
+            "NGINX_CMD=$NGINX_BIN" "ROOT_HELPER_CMD=$helper"
+        record "$mark"
+        changed "pointed $BASE/smart.conf at the system nginx" \
+            "(TARGET_URL, NGINX_*, ROOT_HELPER_CMD)"
+    elif ! recorded "$mark" && [ -z "$(file_setting ROOT_HELPER_CMD)" ]; then
+        # An older install's smart.conf: only this line changes. Once set here, an
+        # empty value later is the operator's choice and is left alone.
+        update_config "ROOT_HELPER_CMD=$helper"
+        record "$mark"
+        changed "set ROOT_HELPER_CMD=\"$helper\" in $BASE/smart.conf (nothing else" \
+            "in it changed): root's part of each run now goes through smart-tui-root"
+    fi
 }
 
 install_sudoers() {
@@ -364,11 +474,17 @@ do_install() {
     if live && [ "$(id -u)" != 0 ]; then
         die "installing to / needs root; run with sudo, or use --prefix DIR"
     fi
-    if ! live; then
-        say "prefix $PREFIX: no user, no chown, no systemctl, no nginx reload"
-    fi
     load_manifest
     install_user
+    decide_owners
+    if ! live && [ "$OWNED" = 1 ]; then
+        say "prefix $PREFIX: no user created, no systemctl, no nginx reload;" \
+            "owners as on a server (root, $SMART_USER:$SMART_GROUP)"
+    elif ! live; then
+        say "prefix $PREFIX: no user created, no systemctl, no nginx reload;" \
+            "no chown, files keep $(id -un) as owner (chown needs root and an" \
+            "existing user $SMART_USER)"
+    fi
     install_layout
     install_venv
     configure_live_target
@@ -377,9 +493,7 @@ do_install() {
     install_systemd
     install_nginx_site
     put_file "$WORK/rendered/logrotate.smart" "$LOGROTATE_FILE" 0644
-    ensure_owner "$BASE/var" "$SMART_USER:$SMART_USER"
-    ensure_owner "$BASE/www" "$SMART_USER:$SMART_USER"
-    ensure_owner "$BASE/smart.conf" "$SMART_USER:$SMART_USER"
+    set_owners
     save_manifest
     if [ "$CHANGES" = 0 ]; then
         say "nothing changed: $BASE is up to date"

@@ -9,6 +9,7 @@ that leaves out the editable smart_tui), so the test needs no network."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import sqlite3
 import subprocess
@@ -70,6 +71,14 @@ def _frozen_checkout(checkout: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMART_TEST_CHECKOUT", str(checkout))
 
 
+def user_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def offline_env(deps: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SMART_", "PIP_"))}
     env.update(
@@ -110,16 +119,23 @@ def test_install_run_reinstall_uninstall(
 
     first = install(prefix, deps_dir, "--no-systemd", "--listen", "127.0.0.1:8088")
 
-    assert "no user, no chown, no systemctl" in first.stdout
+    assert "no user created, no systemctl, no nginx reload" in first.stdout
+    # Root with an existing SMART_USER (default smart) gets a server's owners.
+    owned = os.geteuid() == 0 and user_exists("smart")
+    assert ("owners as on a server" if owned else "no chown") in first.stdout
     assert first.stdout.rstrip().splitlines()[-1].startswith("install.sh: done: ")
     for path in ["smart.conf", "experiments/002_proxy_cache/meta.json", "var/runs"]:
         assert (base / path).exists(), path
     assert (base / "www").is_dir()
-    assert (base / "smart.conf").stat().st_mode & 0o777 == 0o600
+    assert (base / "smart.conf").stat().st_mode & 0o777 == (0o640 if owned else 0o600)
+    assert (base / "root-state").stat().st_mode & 0o777 == 0o700
     assert os.access(base / "experiments/002_proxy_cache/apply.sh", os.X_OK)
     sudoers = prefix / "etc/sudoers.d/smart"
     assert sudoers.stat().st_mode & 0o777 == 0o440
-    assert f"{base}/experiments/*/apply.sh *" in sudoers.read_text()
+    assert (
+        f"Cmnd_Alias SMART_ROOT = {base}/venv/bin/smart-tui-root {base}/smart.conf *"
+        in sudoers.read_text()
+    )
     site = (prefix / "etc/nginx/sites-available/smart-dashboard").read_text()
     assert "listen 127.0.0.1:8088;" in site and f"root {base}/www;" in site
     assert (prefix / "etc/nginx/sites-enabled/smart-dashboard").is_symlink()
