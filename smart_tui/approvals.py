@@ -10,14 +10,12 @@ import logging
 import shlex
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from smart_tui import experiments
 from smart_tui.config import Settings
 from smart_tui.errors import ApplyFailed, SmartError
 from smart_tui.lock import RunLock
-from smart_tui.scripts import run_command
 from smart_tui.snapshot import Snapshot
 from smart_tui.storage import Store
 
@@ -153,17 +151,15 @@ def _apply_variant(settings: Settings, item: PendingDecision) -> None:
     experiment = experiments.find(settings.experiments_path, item.experiment_id)
     variant = experiment.variant(item.variant)
     target = resolve_target(settings)
-    watched = [Path(path) for path in experiment.meta.touches] or [target.nginx.conf]
-    before = Snapshot.take(watched)
+    before = Snapshot.take(experiment.watched(target.nginx.conf))
+    hands = target.hands
+    hands.begin(item.run_id, experiment)
 
-    result = run_command(
-        variant.apply,
-        cwd=experiment.path,
-        env=_script_env(settings, target, item),
-        timeout_s=settings.script_timeout_seconds,
+    result = hands.apply(
+        experiment, variant, run_id=item.run_id, env=_script_env(settings, target, item)
     )
     if not result.ok:
-        before.restore()
+        hands.restore(before, item.run_id)
         raise ApplyFailed(
             f"{item.experiment_id}: applying {item.variant!r} failed: "
             f"{result.describe()}; the files were restored, the server is on baseline"
@@ -179,7 +175,7 @@ def _apply_variant(settings: Settings, item: PendingDecision) -> None:
     reload = target.nginx.reload() if test.ok else None
     if reload is None or not reload.ok:
         failed = test if reload is None else reload
-        before.restore()
+        hands.restore(before, item.run_id)
         target.nginx.reload()
         raise ApplyFailed(
             f"{item.experiment_id}: {item.variant!r} was applied but "

@@ -27,7 +27,19 @@ def write_atomically(
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(temp_name, mode)
+        _keep_owner(temp_name, path)
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def _keep_owner(temp_name: str, path: Path) -> None:
+    """Give the new file the old one's owner and group where this process may (root
+    restoring a file some other user owns)."""
+    try:
+        info = path.stat()
+        if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
+            os.chown(temp_name, info.st_uid, info.st_gid)
+    except (FileNotFoundError, PermissionError):
+        pass

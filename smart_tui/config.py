@@ -8,7 +8,9 @@ appear in messages or in ``describe()``."""
 from __future__ import annotations
 
 import difflib
+import grp
 import os
+import pwd
 import re
 import shlex
 import stat
@@ -202,6 +204,14 @@ class Settings(BaseSettings):
         "empty or a command line",
         "'sudo -n nginx'",
     )
+    root_helper_cmd: str = _field(
+        "",
+        "Command that runs smart-tui-root as root (experiments, restores, nginx -t "
+        "and reloads on a server whose nginx config root owns); empty = this user "
+        "does all of it.",
+        "empty or a command line",
+        "'sudo -n /opt/smart/venv/bin/smart-tui-root /opt/smart/smart.conf'",
+    )
     nginx_pid_file: str = _field(
         "/run/nginx.pid",
         "nginx master's pid file, to prove a reload started new workers "
@@ -393,7 +403,7 @@ class Settings(BaseSettings):
             raise ValueError("must end in .prom (node_exporter reads only those)")
         return value
 
-    @field_validator("nginx_cmd")
+    @field_validator("nginx_cmd", "root_helper_cmd")
     @classmethod
     def _splittable(cls, value: str) -> str:
         try:
@@ -777,6 +787,17 @@ def load_settings(
     return settings
 
 
+def private_group(path: Path) -> bool:
+    """Whether ``path``'s group is one user's own: named after a user whose primary
+    group it is, with no other members (the group a system user gets)."""
+    try:
+        group = grp.getgrgid(path.stat().st_gid)
+        user = pwd.getpwnam(group.gr_name)
+    except (KeyError, OSError):
+        return False
+    return user.pw_gid == group.gr_gid and not set(group.gr_mem) - {user.pw_name}
+
+
 def refuse_exposed_secrets(settings: Settings) -> None:
     """Raise ConfigError if the config file holds a secret yet group or others may
     read it. Called at startup, not by ``load_settings``: checking a draft (the
@@ -790,6 +811,8 @@ def refuse_exposed_secrets(settings: Settings) -> None:
         return  # it was just read; a vanished file changes nothing about secrets
     if not mode & 0o044:
         return
+    if not mode & 0o004 and private_group(path):
+        return  # root:smart 0640 on a server: only the service user reads it
     held = sorted(
         item.key
         for item in parse_config_text(_read_text(path), str(path))
@@ -798,7 +821,8 @@ def refuse_exposed_secrets(settings: Settings) -> None:
     if held:
         raise ConfigError(
             f"{path} holds {', '.join(held)} but group or others may read it "
-            f"(mode {mode:04o}); run `chmod 600 {shlex.quote(str(path))}`"
+            f"(mode {mode:04o}); run `chmod 600 {shlex.quote(str(path))}` (or 640 "
+            "with the service user's own group)"
         )
 
 
@@ -901,7 +925,11 @@ def _atomic_write(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         if path.exists():
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
+            info = path.stat()
+            os.chmod(tmp, stat.S_IMODE(info.st_mode))
+            # root editing root:smart 0640 must leave the service able to read it.
+            with suppress(PermissionError):
+                os.chown(tmp, info.st_uid, info.st_gid)
         os.replace(tmp, path)
     except BaseException:
         with suppress(OSError):
@@ -925,7 +953,10 @@ def update_config_file(path: Path, changes: Mapping[str, str]) -> None:
     try:
         _atomic_write(target, new_text)
     except OSError as exc:
+        if target.exists() and target.stat().st_uid == 0 and os.geteuid() != 0:
+            fix = f"root owns it (the root helper trusts it): `sudoedit {path}`"
+        else:
+            fix = "check the folder's permissions"
         raise ConfigError(
-            f"cannot write config file {path}: {exc.strerror}; "
-            "check the folder's permissions"
+            f"cannot write config file {path}: {exc.strerror}; {fix}"
         ) from None

@@ -21,14 +21,17 @@ from pathlib import Path
 import httpx
 
 from smart_tui import spool
-from smart_tui.config import SECRET_KEYS, Settings, parse_config_text
+from smart_tui.config import SECRET_KEYS, Settings, parse_config_text, private_group
 from smart_tui.errors import SmartError
 from smart_tui.experiments import Experiment, discover
 from smart_tui.journal import JOURNAL_NAME
+from smart_tui.scripts import run_command
 from smart_tui.target import Target, resolve_target
 
 _SUDO_TIMEOUT_S = 10.0
 _HTTP_TIMEOUT_S = 3.0
+# The helper walks its own libraries to prove root owns them: seconds, not minutes.
+_HELPER_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,38 @@ def _privileged(target: Target) -> Iterator[Check]:
         yield Check("ok", f"{_user()} may signal the nginx master (pid {pid})")
 
 
+def _root_helper(target: Target) -> Iterator[Check]:
+    """ROOT_HELPER_CMD through sudo, as a run calls it: its own trust checks."""
+    helper = target.hands.helper
+    result = run_command(
+        [*helper, "check"], cwd=Path("/"), env={}, timeout_s=_HELPER_TIMEOUT_S
+    )
+    said = result.output.strip().splitlines()
+    if result.ok:
+        yield from (
+            Check("ok", f"root helper: {line[4:]}")
+            for line in said
+            if line.startswith("ok: ")
+        )
+    else:
+        yield Check(
+            "FAIL",
+            f"`{shlex.join(helper)} check` fails: {(said or [''])[-1][:300]}",
+            "fix what it names; deploy/install.sh lays out the files and the "
+            "sudoers rule it needs",
+        )
+    for path, why in (
+        (target.nginx.conf, "to prove each change and revert"),
+        (target.watch.error_log, "to see nginx's [emerg] lines after a reload"),
+    ):
+        if not os.access(path, os.R_OK):
+            yield Check(
+                "FAIL",
+                f"{path} is not readable by {_user()} ({why})",
+                f"let {_user()} read it, e.g. usermod -aG adm {_user()}",
+            )
+
+
 def _experiment_sudo(settings: Settings) -> Iterator[Check]:
     """Experiment commands that call sudo themselves must not prompt either."""
     for entry in discover(settings.experiments_path):
@@ -196,7 +231,7 @@ def _config_file(settings: Settings) -> Iterator[Check]:
         for item in parse_config_text(path.read_text(encoding="utf-8"), str(path))
         if item.key in SECRET_KEYS and item.value
     )
-    if secrets and mode & 0o077:
+    if secrets and mode & 0o077 and (mode & 0o037 or not private_group(path)):
         yield Check(
             "FAIL",
             f"{path} holds {', '.join(secrets)} but has mode {mode:04o}",
@@ -392,10 +427,14 @@ def diagnose(settings: Settings) -> list[Check]:
         target = resolve_target(settings)
     except SmartError as exc:
         return [*checks, Check("FAIL", exc.message, "")]
-    checks += _privileged(target)
-    checks += _experiment_sudo(settings)
-    checks += _nginx_binary(target)
-    checks += _nginx_config(target)
+    if target.hands.helper:
+        # Root runs nginx and the scripts: the helper checks what it trusts.
+        checks += _root_helper(target)
+    else:
+        checks += _privileged(target)
+        checks += _experiment_sudo(settings)
+        checks += _nginx_binary(target)
+        checks += _nginx_config(target)
     checks.append(_nginx_test(target))
     checks.append(_answers(target.url))
     return checks

@@ -43,6 +43,11 @@ class SmartError(Exception):
         return self.message
 
 
+class UsageError(SmartError):
+    exit_code = ExitCode.USAGE
+    title = "usage"
+
+
 class ConfigError(SmartError):
     exit_code = ExitCode.BAD_CONFIG
     title = "bad config"

@@ -119,6 +119,11 @@ class Experiment:
             return base_url.rstrip("/") + self.meta.target_url
         return self.meta.target_url
 
+    def watched(self, nginx_conf: Path) -> list[Path]:
+        """The files a run snapshots and restores: ``touches``, else the nginx
+        config."""
+        return [Path(path) for path in self.meta.touches] or [nginx_conf]
+
     def variant(self, name: str) -> Variant:
         for variant in self.meta.variants:
             if variant.name == name:

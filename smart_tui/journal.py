@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from smart_tui.errors import RevertFailed, SmartError
+from smart_tui.hands import Hands
 from smart_tui.lock import RunLock
 from smart_tui.scripts import Nginx
 from smart_tui.snapshot import Snapshot
@@ -35,6 +36,8 @@ class JournalEntry:
     snapshot_dir: Path
     nginx_conf: Path
     nginx_command: list[str]
+    # ROOT_HELPER_CMD's words when the run changed files through the root helper.
+    helper: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -45,6 +48,7 @@ class JournalEntry:
                 "snapshot_dir": str(self.snapshot_dir),
                 "nginx_conf": str(self.nginx_conf),
                 "nginx_command": self.nginx_command,
+                "helper": self.helper,
             },
             indent=2,
         )
@@ -59,6 +63,7 @@ class JournalEntry:
             snapshot_dir=Path(raw["snapshot_dir"]),
             nginx_conf=Path(raw["nginx_conf"]),
             nginx_command=list(raw["nginx_command"]),
+            helper=list(raw.get("helper", [])),
         )
 
 
@@ -133,8 +138,9 @@ def recover_locked(var_dir: Path, store: Store | None) -> Recovery | None:
         return None
 
     snapshot = Snapshot.load(entry.snapshot_dir)
-    restored = snapshot.restore()
-    nginx = Nginx(conf=entry.nginx_conf, command=entry.nginx_command)
+    helper = tuple(entry.helper)
+    restored = Hands(helper).restore(snapshot, entry.run_id)
+    nginx = Nginx(conf=entry.nginx_conf, command=entry.nginx_command, helper=helper)
     test = nginx.test()
     if not test.ok:
         raise RevertFailed(

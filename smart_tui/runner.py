@@ -31,7 +31,6 @@ from smart_tui.experiments import Experiment, Variant
 from smart_tui.journal import Journal, JournalEntry
 from smart_tui.measuring import MeasuringRun, Observer, VariantResult
 from smart_tui.records import RunFiles, Samples, combine, scored_samples
-from smart_tui.scripts import run_command
 from smart_tui.snapshot import Snapshot
 from smart_tui.storage import StorageError, Store
 from smart_tui.target import Target, resolve_target
@@ -83,10 +82,8 @@ class Run(MeasuringRun):
         self.run_id = new_run_id(experiment.id)
         self.files = RunFiles(settings.var_path / "runs" / self.run_id)
         self.url = experiment.resolve_url(target.url)
-        watched = [Path(path) for path in experiment.meta.touches] or [
-            target.nginx.conf
-        ]
-        self.snapshot = Snapshot.take(watched)
+        self.hands = target.hands
+        self.snapshot = Snapshot.take(experiment.watched(target.nginx.conf))
         self.applied: Variant | None = None
         self.started_s = time.monotonic()
         # What the operator should know although the run went on (shown at the end).
@@ -97,9 +94,7 @@ class Run(MeasuringRun):
         snapshot (what a failure restores) is then the baseline."""
         log.info("recheck: reverting the kept variant before measuring")
         before = self.target.watch.snapshot()
-        ok, described = self._run_script(
-            self.experiment.meta.revert, self.experiment.baseline
-        )
+        ok, described = self._script(self.experiment.baseline, revert=True)
         if not ok:
             raise ApplyFailed(
                 f"{self.experiment.id}: recheck could not revert to the baseline: "
@@ -114,6 +109,7 @@ class Run(MeasuringRun):
                     f"{self.experiment.id}: recheck revert not live: {not_live}"
                 )
         self.snapshot = Snapshot.take(list(self.snapshot.files))
+        self.hands.begin(self.run_id, self.experiment)
 
     @property
     def snapshot_dir(self) -> Path:
@@ -131,12 +127,14 @@ class Run(MeasuringRun):
             "SMART_RUN_ID": self.run_id,
         }
 
-    def _run_script(self, command: str, variant: Variant) -> tuple[bool, str]:
-        result = run_command(
-            command,
-            cwd=self.experiment.path,
+    def _script(self, variant: Variant, *, revert: bool) -> tuple[bool, str]:
+        """Run ``variant``'s apply command, or the experiment's revert."""
+        act = self.hands.revert if revert else self.hands.apply
+        result = act(
+            self.experiment,
+            variant,
+            run_id=self.run_id,
             env=self.script_env(variant),
-            timeout_s=self.settings.script_timeout_seconds,
         )
         return result.ok, result.describe()
 
@@ -147,7 +145,7 @@ class Run(MeasuringRun):
         self.observer.phase("apply", variant.name, 0)
         self.applied = variant
         before = self.target.watch.snapshot()
-        ok, described = self._run_script(variant.apply, variant)
+        ok, described = self._script(variant, revert=False)
         problem = None if ok else f"applying {variant.name!r} failed: {described}"
         if problem is None and not self.snapshot.changed():
             watched = ", ".join(str(path) for path in self.snapshot.files)
@@ -201,13 +199,13 @@ class Run(MeasuringRun):
         self.observer.phase("revert", variant.name, 0)
         before = self.target.watch.snapshot()
         had_changes = bool(self.snapshot.changed())
-        ok, described = self._run_script(self.experiment.meta.revert, variant)
+        ok, described = self._script(variant, revert=True)
         left = self.snapshot.changed()
         if left:
             # The revert left bytes behind (or failed): the snapshot is the truth.
             names = ", ".join(str(path) for path in left)
             log.warning("revert left %s changed; restoring the snapshot", names)
-            self.snapshot.restore()
+            self.hands.restore(self.snapshot, self.run_id)
             self._reload_checked()
             described = f"{described}; restored {names} from the snapshot"
             self.warnings.append(
@@ -422,8 +420,14 @@ def run_experiment(
         stop or threading.Event(),
     )
     run.files.open_log()
-    if recheck or _kept_last_time(store, experiment):
-        run.start_from_baseline()
+    try:
+        # With a root helper, root keeps its own copy of the files before any change.
+        run.hands.begin(run.run_id, experiment)
+        if recheck or _kept_last_time(store, experiment):
+            run.start_from_baseline()
+    except BaseException:
+        run.files.close_log()
+        raise
     run.snapshot.save(run.snapshot_dir)
     # The journal goes first: from here on a killed process is recovered.
     journal = Journal(settings.var_path)
@@ -435,6 +439,7 @@ def run_experiment(
             snapshot_dir=run.snapshot_dir,
             nginx_conf=target.nginx.conf,
             nginx_command=target.nginx.command,
+            helper=list(target.hands.helper),
         )
     )
     log.info("run %s of %s against %s", run.run_id, experiment.id, run.url)

@@ -126,20 +126,21 @@ def never_prompt(argv: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class Nginx:
-    """The nginx an experiment changes: its main config and the command to run it."""
+    """The nginx an experiment changes: its main config and the command to run it.
+    With a root ``helper`` (ROOT_HELPER_CMD), tests and reloads go through it."""
 
     conf: Path
     command: list[str]
+    helper: tuple[str, ...] = ()
+
+    def _run(self, args: list[str], action: str, timeout_s: float) -> ScriptResult:
+        argv = [*self.helper, action] if self.helper else [*self.command, *args]
+        # cwd "/": a helper run through sudo may not be able to enter conf's folder.
+        cwd = Path("/") if self.helper else self.conf.parent
+        return run_command(argv, cwd=cwd, env={}, timeout_s=timeout_s)
 
     def test(self, timeout_s: float = 30.0) -> ScriptResult:
-        return run_command(
-            [*self.command, "-t"], cwd=self.conf.parent, env={}, timeout_s=timeout_s
-        )
+        return self._run(["-t"], "test", timeout_s)
 
     def reload(self, timeout_s: float = 30.0) -> ScriptResult:
-        return run_command(
-            [*self.command, "-s", "reload"],
-            cwd=self.conf.parent,
-            env={},
-            timeout_s=timeout_s,
-        )
+        return self._run(["-s", "reload"], "reload", timeout_s)

@@ -6,6 +6,7 @@ settings table), and the startup refusal of a smart.conf others may read."""
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,6 +133,12 @@ def refusal(path: Path) -> str:
     return caught.value.message
 
 
+# Debian's base groups: staff is shared (no user of that name), www-data is the
+# www-data user's own.
+SHARED_GROUP = "staff"
+PRIVATE_GROUP = "www-data"
+
+
 @pytest.mark.parametrize(
     ("text", "mode", "held"),
     [
@@ -151,10 +158,24 @@ def test_a_readable_file_holding_a_secret_is_refused(
     path = tmp_path / "smart.conf"
     path.write_text(text)
     path.chmod(mode)
+    # A group others belong to; with the reader's own group 640 would be fine.
+    shutil.chown(path, group=SHARED_GROUP)
     assert refusal(path) == (
         f"{path} holds {held} but group or others may read it "
-        f"(mode {mode:04o}); run `chmod 600 {path}`"
+        f"(mode {mode:04o}); run `chmod 600 {path}` (or 640 with the service "
+        "user's own group)"
     )
+
+
+def test_640_with_the_service_users_own_group_is_accepted(tmp_path: Path) -> None:
+    """root:smart 0640, as install.sh leaves it: only the service user reads it."""
+    path = tmp_path / "smart.conf"
+    path.write_text(f"COACH_TOKEN={TOKEN}\n")
+    path.chmod(0o640)
+    shutil.chown(path, group=PRIVATE_GROUP)
+    settings_from(path, {})
+    path.chmod(0o644)  # others: refused whatever the group
+    assert "group or others may read it (mode 0644)" in refusal(path)
 
 
 @pytest.mark.usefixtures("restore_logging")
@@ -167,7 +188,8 @@ def test_the_refusal_is_one_line_and_exit_code_3(
     assert main(["--config", str(path), "check-config"]) == 3
     assert capsys.readouterr().err == (
         f"smart-tui: bad config: {path} holds COACH_TOKEN but group or others may "
-        f"read it (mode 0644); run `chmod 600 {path}`\n"
+        f"read it (mode 0644); run `chmod 600 {path}` (or 640 with the service "
+        "user's own group)\n"
     )
 
 

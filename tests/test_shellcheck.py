@@ -114,6 +114,8 @@ def test_sudoers_passes_visudo(rendered: Path) -> None:
         for line in path.read_text().splitlines()
         if line and not line.startswith("#")
     ]
-    assert rules[-1] == "smart ALL = (root) NOPASSWD: SMART_NGINX, SMART_SCRIPTS"
-    nginx = tool("nginx")
-    assert f"Cmnd_Alias SMART_NGINX = {nginx} -t, {nginx} -s reload" in rules
+    # One command, pinned to the install's own smart.conf: nothing else as root.
+    assert rules[-1] == "smart ALL = (root) NOPASSWD: SMART_ROOT"
+    base = rendered.parent / "root" / "opt" / "smart"
+    helper = f"{base}/venv/bin/smart-tui-root {base}/smart.conf *"
+    assert f"Cmnd_Alias SMART_ROOT = {helper}" in rules

@@ -13,7 +13,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from smart_tui import cli, dashboard, journal, measuring, progress, runner, storage
+from smart_tui import (
+    cli,
+    dashboard,
+    hands,
+    journal,
+    measuring,
+    progress,
+    runner,
+    storage,
+)
 
 
 def die() -> None:
@@ -77,14 +86,14 @@ def in_dashboard_write() -> None:
 
 
 def in_revert() -> None:
-    original = runner.run_command
+    original = hands.run_command
 
     def run_command(command: Any, **kwargs: Any) -> Any:
         if command == "./revert.sh":
             die()
         return original(command, **kwargs)
 
-    runner.run_command = run_command
+    hands.run_command = run_command
 
 
 POINTS: dict[str, Callable[[], None]] = {

@@ -1,0 +1,402 @@
+"""The real-server privilege path, whole: deploy/install.sh lays out a prefix for an
+unprivileged service user (``nobody`` here), its sudoers rule is put in
+/etc/sudoers.d for the module's duration, and runs started as that user edit a
+root-owned nginx config only through ``sudo -n smart-tui-root``.
+
+The installed virtualenv is built from the system python (an unprivileged user
+cannot exec the pyenv interpreter under /root) and gets its libraries as hard links
+from this test's virtualenv, so the helper finds them after sudo has reset the
+environment, and nothing is downloaded."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sysconfig
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from smart_tui.config import update_config_file
+from smart_tui.errors import ExitCode
+from smart_tui.lab import Lab, LabInfo
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEM_PYTHON = "/usr/bin/python3"
+USER = "nobody"
+FAST = {
+    "BASELINE_SECONDS": "2",
+    "EXPERIMENT_SECONDS": "2",
+    "SETTLE_SECONDS": "0",
+    "COOLDOWN_SECONDS": "0",
+    "WARMUP_SECONDS": "0.5",
+}
+
+
+@dataclass(frozen=True)
+class Server:
+    """A prefix install acting on a root-owned lab nginx."""
+
+    folder: Path
+    base: Path
+    lab: LabInfo
+    original: bytes  # the lab's nginx.conf before any test
+
+    @property
+    def helper(self) -> list[str]:
+        return [
+            str(self.base / "venv/bin/smart-tui-root"),
+            str(self.base / "smart.conf"),
+        ]
+
+    def conf(self) -> bytes:
+        return self.lab.nginx_conf.read_bytes()
+
+    def as_user(
+        self, *args: str, timeout_s: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self._argv(args),
+            cwd=self.base,
+            env=self._env(),
+            user=USER,
+            group=_group(),
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def background(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self._argv(args),
+            cwd=self.base,
+            env=self._env(),
+            user=USER,
+            group=_group(),
+            extra_groups=[],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def _argv(self, args: tuple[str, ...]) -> list[str]:
+        first, *rest = args
+        if first == "sudo":
+            return list(args)
+        if first in ("smart-tui-root", "python"):
+            return [str(self.base / "venv/bin" / first), *rest]
+        return [str(self.base / "venv/bin/smart-tui"), *args]
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "SMART_CONFIG": str(self.base / "smart.conf"),
+            "LANG": "C.UTF-8",
+        }
+
+    def runs(self) -> list[tuple[str, str, str | None]]:
+        with sqlite3.connect(self.base / "var/smart.db") as db:
+            return db.execute(
+                "select id, status, outcome from runs order by started_at"
+            ).fetchall()
+
+
+def _group() -> int:
+    return pwd.getpwnam(USER).pw_gid
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard links where the file system allows them, copies elsewhere."""
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, symlinks=True, copy_function=link)
+
+
+def _install(checkout: Path, prefix: Path, site: Path) -> Path:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SMART_", "PIP_"))}
+    env.update(
+        PYTHONPATH=str(site),
+        PIP_NO_BUILD_ISOLATION="0",
+        PIP_NO_INDEX="1",
+        SMART_PIP_OPTS="--no-deps",
+        SMART_PYTHON=SYSTEM_PYTHON,
+        SMART_USER=USER,
+    )
+    result = subprocess.run(
+        [
+            "bash",
+            str(checkout / "deploy/install.sh"),
+            "--prefix",
+            str(prefix),
+            "--no-systemd",
+            "--no-nginx",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return prefix / "opt/smart"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    # Outside pytest's folders (root's alone): the service user must get through.
+    folder = Path(tempfile.mkdtemp(prefix="smart-root-"))
+    folder.chmod(0o755)
+    checkout = tmp_path_factory.mktemp("checkout")
+    for part in [
+        "deploy",
+        "experiments",
+        "smart_tui",
+        "pyproject.toml",
+        "README.md",
+        "smart.conf",
+    ]:
+        source = REPO / part
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.smart-bak")
+        if source.is_dir():
+            shutil.copytree(source, checkout / part, ignore=ignore)
+        else:
+            shutil.copy2(source, checkout / part)
+    site = Path(sysconfig.get_paths()["purelib"])
+    deps = tmp_path_factory.mktemp("deps")
+    for entry in site.iterdir():
+        if "smart_tui" not in entry.name and entry.suffix != ".pth":
+            (deps / entry.name).symlink_to(entry)
+
+    lab = Lab(folder / "labvar")
+    info = lab.start()
+    sudoers = Path(f"/etc/sudoers.d/smart-tui-test-{os.getpid()}")
+    try:
+        base = _install(checkout, folder / "root", deps)
+        installed_site = next((base / "venv/lib").glob("python3*/site-packages"))
+        for entry in site.iterdir():
+            if "smart_tui" in entry.name or entry.suffix == ".pth":
+                continue
+            if entry.name in ("pip", "setuptools") or entry.name.startswith(
+                ("pip-", "setuptools-", "_distutils")
+            ):
+                continue
+            if not (installed_site / entry.name).exists():
+                if entry.is_dir():
+                    _link_tree(entry, installed_site / entry.name)
+                else:
+                    shutil.copy2(entry, installed_site / entry.name)
+        update_config_file(
+            base / "smart.conf",
+            {
+                "TARGET_URL": info.url,
+                "NGINX_CONF": str(info.nginx_conf),
+                "NGINX_CMD": shlex.join(info.nginx_cmd),
+                "NGINX_PID_FILE": str(info.prefix / "logs/nginx.pid"),
+                "NGINX_ERROR_LOG": str(info.error_log),
+                "ROOT_HELPER_CMD": shlex.join(
+                    [
+                        "sudo",
+                        "-n",
+                        str(base / "venv/bin/smart-tui-root"),
+                        str(base / "smart.conf"),
+                    ]
+                ),
+                **FAST,
+            },
+        )
+        rule = folder / "root/etc/sudoers.d/smart"
+        check = subprocess.run(["visudo", "-cf", str(rule)], capture_output=True)
+        assert check.returncode == 0, check
+        shutil.copy2(rule, sudoers)
+        sudoers.chmod(0o440)
+        yield Server(folder, base, info, info.nginx_conf.read_bytes())
+    finally:
+        sudoers.unlink(missing_ok=True)
+        lab.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_install_leaves_the_service_user_nothing_root_trusts(
+    server: Server,
+) -> None:
+    conf = server.base / "smart.conf"
+    state = server.base / "root-state"
+
+    assert (conf.stat().st_uid, conf.stat().st_mode & 0o777) == (0, 0o640)
+    assert conf.stat().st_gid == pwd.getpwnam(USER).pw_gid
+    assert (server.base / "var").stat().st_uid == pwd.getpwnam(USER).pw_uid
+    assert (state.stat().st_uid, state.stat().st_mode & 0o777) == (0, 0o700)
+    rule = (server.folder / "root/etc/sudoers.d/smart").read_text()
+    granted = [line for line in rule.splitlines() if line and not line.startswith("#")]
+    assert any(
+        f"{server.base}/venv/bin/smart-tui-root {server.base}/smart.conf *" in line
+        for line in granted
+    ), granted
+    assert not any("apply.sh" in line or "nginx -t" in line for line in granted)
+    # The user itself can write neither the nginx config nor what root trusts.
+    probe = server.as_user("sudo", "-n", "-l")
+    assert "smart-tui-root" in probe.stdout, probe.stdout + probe.stderr
+    touch = subprocess.run(
+        ["sh", "-c", f"echo x >> {shlex.quote(str(server.lab.nginx_conf))}"],
+        user=USER,
+        capture_output=True,
+    )
+    assert touch.returncode != 0
+
+
+def test_a_run_as_the_service_user_changes_root_owned_nginx_through_the_helper(
+    server: Server,
+) -> None:
+    doctor = server.as_user("doctor")
+    ran = server.as_user("--run-once", "--experiment", "001_nginx_workers")
+
+    assert "root helper: config" in doctor.stdout, doctor.stdout + doctor.stderr
+    assert "FAIL" not in doctor.stdout, doctor.stdout
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    run_id, status, outcome = server.runs()[-1]
+    assert status == "done" and outcome in ("KEEP", "REVERT", "INCONCLUSIVE")
+    with sqlite3.connect(server.base / "var/smart.db") as db:
+        phases = db.execute(
+            "select name, status from phases where run_id = ? order by id", [run_id]
+        ).fetchall()
+    assert ("apply", "done") in phases, phases
+    # Root kept its own copy of the baseline for this run, out of the user's reach.
+    index = (server.base / "root-state" / run_id / "INDEX").read_text()
+    assert str(server.lab.nginx_conf) in index
+    live = server.conf()
+    if outcome == "KEEP":
+        assert b"worker_processes auto;" in live
+    else:
+        assert live == server.original
+    assert server.lab.nginx_conf.stat().st_uid == 0
+    if outcome == "KEEP":  # leave the baseline for the next test
+        server.lab.nginx_conf.write_bytes(server.original)
+
+
+def test_kill_9_mid_run_is_recovered_by_root_from_its_own_copy(server: Server) -> None:
+    process = server.background(
+        "--run-once",
+        "--experiment",
+        "001_nginx_workers",
+        "--set",
+        "EXPERIMENT_SECONDS=60",
+    )
+    deadline = time.monotonic() + 60
+    while server.conf() == server.original and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    applied = server.conf()
+    time.sleep(1)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=10)
+
+    recovered = server.as_user("recover")
+
+    assert b"worker_processes auto;" in applied
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    assert server.conf() == server.original
+    assert server.runs()[-1][1:] == ("aborted", "ABORTED"), server.runs()
+
+
+def test_an_approved_keep_is_applied_through_the_helper(server: Server) -> None:
+    ran = server.as_user(
+        "--run-once", "--experiment", "001_nginx_workers", "--set", "APPROVAL=manual"
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert server.conf() == server.original  # pending: still on baseline
+
+    # What the app's Approvals screen calls, run as the service user.
+    approve = (
+        "from smart_tui import approvals, commands\n"
+        "from smart_tui.storage import Store\n"
+        "settings = commands.settings_from(None, {})\n"
+        "store = Store(settings.database_path)\n"
+        "item = approvals.pending(store)[-1]\n"
+        "print(approvals.override(store, item.id, 'KEEP', settings=settings)\n"
+        "      if item.decision != 'KEEP' else approvals.approve(settings, store, "
+        "item.id))\n"
+    )
+    kept = server.as_user("python", "-c", approve)
+    live = server.conf()
+    server.lab.nginx_conf.write_bytes(server.original)  # baseline for what follows
+
+    assert kept.returncode == 0, kept.stdout + kept.stderr
+    assert "the variant is live" in kept.stdout or "to KEEP; live" in kept.stdout
+    assert b"worker_processes auto;" in live
+
+
+def test_root_trusts_no_file_the_user_could_change(server: Server) -> None:
+    script = server.base / "experiments/001_nginx_workers/apply.sh"
+    script.chmod(0o775)
+    try:
+        refused = server.as_user("--run-once", "--experiment", "001_nginx_workers")
+        doctor = server.as_user("doctor")
+    finally:
+        script.chmod(0o755)
+
+    assert refused.returncode == ExitCode.BAD_CONFIG, refused.stderr
+    error = refused.stderr.strip().splitlines()[-1]
+    assert str(script) in error and "chmod go-w" in error, error
+    assert "Traceback" not in refused.stderr
+    assert server.conf() == server.original
+    assert doctor.returncode == ExitCode.CHECKS_FAILED
+    failed = [line for line in doctor.stdout.splitlines() if "FAIL" in line]
+    assert len(failed) == 1 and str(script) in failed[0], doctor.stdout
+
+
+def test_the_helper_refuses_what_sudo_does_not_pin(server: Server) -> None:
+    # sudo allows the helper with this smart.conf only.
+    other = server.folder / "other.conf"
+    shutil.copy2(server.base / "smart.conf", other)
+    elsewhere = server.as_user("sudo", "-n", server.helper[0], str(other), "test")
+    # Without sudo, the helper will not act at all.
+    unprivileged = server.as_user(
+        "smart-tui-root", str(server.base / "smart.conf"), "test"
+    )
+    # A change needs root's own snapshot of the run first.
+    no_begin = server.as_user(
+        "sudo",
+        "-n",
+        *server.helper,
+        "apply",
+        "20261204T000000Z-x",
+        "001_nginx_workers",
+        "auto",
+    )
+    # Nor does an environment variable choose the file root edits.
+    begun = subprocess.run(
+        [*server.helper, "begin", "20261204T000001Z-env", "001_nginx_workers"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SMART_NGINX_CONF": "/etc/passwd",
+            "SMART_NGINX_CONF_": "x",
+            "NGINX_CONF": "/etc/passwd",
+        },
+        capture_output=True,
+        text=True,
+    )
+
+    assert elsewhere.returncode == 1 and "sudo:" in elsewhere.stderr
+    assert unprivileged.returncode == ExitCode.USAGE
+    assert "must run as root" in unprivileged.stderr
+    assert no_begin.returncode == ExitCode.BAD_CONFIG
+    assert "`begin` comes first" in no_begin.stderr
+    assert begun.returncode == 0, begun.stderr
+    assert begun.stdout.strip() == f"snapshot: {server.lab.nginx_conf}"
+    assert server.conf() == server.original
