@@ -17,6 +17,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
 import sysconfig
 import tempfile
 import time
@@ -27,8 +28,9 @@ from pathlib import Path
 import pytest
 
 from smart_tui.config import update_config_file
-from smart_tui.errors import ExitCode
+from smart_tui.errors import ConfigError, ExitCode
 from smart_tui.lab import Lab, LabInfo
+from smart_tui.root_helper import require_trusted, require_trusted_tree
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -400,3 +402,72 @@ def test_the_helper_refuses_what_sudo_does_not_pin(server: Server) -> None:
     assert begun.returncode == 0, begun.stderr
     assert begun.stdout.strip() == f"snapshot: {server.lab.nginx_conf}"
     assert server.conf() == server.original
+
+
+# --- the trust checks on their own (as root, in this process) -------------------
+
+
+def _nobody_owns(path: Path) -> None:
+    os.chown(path, pwd.getpwnam(USER).pw_uid, -1, follow_symlinks=False)
+
+
+def test_a_file_or_link_target_the_user_owns_is_refused(tmp_path: Path) -> None:
+    tree = tmp_path / "experiments"
+    (tree / "001_x").mkdir(parents=True)
+    (tree / "001_x/apply.sh").write_text("true\n")
+    require_trusted_tree(tree, "the experiments folder")  # root's alone: fine
+
+    theirs = tmp_path / "theirs.sh"
+    theirs.write_text("true\n")
+    _nobody_owns(theirs)
+    (tree / "_lib").symlink_to(theirs)
+    with pytest.raises(ConfigError, match=f"{theirs} belongs to uid"):
+        require_trusted_tree(tree, "the experiments folder")
+    (tree / "_lib").unlink()
+
+    _nobody_owns(tree / "001_x")
+    with pytest.raises(ConfigError, match="001_x belongs to uid"):
+        require_trusted_tree(tree, "the experiments folder")
+
+
+def test_only_a_sticky_folder_above_may_be_world_writable(tmp_path: Path) -> None:
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    conf = folder / "smart.conf"
+    conf.write_text("")
+    folder.chmod(0o1777)
+    assert require_trusted(conf, "the config file") == conf
+    folder.chmod(0o777)
+    with pytest.raises(ConfigError, match=r"writable by group or others \(mode 0777\)"):
+        require_trusted(conf, "the config file")
+
+
+def test_the_helper_needs_a_named_nginx_and_a_private_state_folder(
+    tmp_path: Path,
+) -> None:
+    conf = tmp_path / "smart.conf"
+    conf.write_text("IMPROVE_PCT=5\n")
+    conf.chmod(0o600)
+    helper = str(Path(sys.executable).parent / "smart-tui-root")
+
+    def call(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [helper, *args], capture_output=True, text=True, timeout=60
+        )
+
+    lab_only = call(str(conf), "test")
+    conf.write_text("NGINX_CONF=/etc/nginx/nginx.conf\nNGINX_CMD=/usr/sbin/nginx\n")
+    (tmp_path / "root-state").mkdir(mode=0o755)
+    loose = call(str(conf), "test")
+    relative = call("smart.conf", "test")
+    unknown = call(str(conf), "rm", "-rf")
+
+    assert lab_only.returncode == ExitCode.BAD_CONFIG
+    assert "NGINX_CONF and NGINX_CMD must be set for the root helper" in (
+        lab_only.stderr
+    )
+    assert loose.returncode == ExitCode.BAD_CONFIG and "chmod 700" in loose.stderr
+    assert relative.returncode == ExitCode.USAGE
+    assert unknown.returncode == ExitCode.USAGE
+    for result in (lab_only, loose, relative, unknown):
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
