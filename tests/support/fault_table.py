@@ -40,6 +40,21 @@ ELSEWHERE = [
         "tests/test_run_once.py::test_sigterm_mid_measure_reverts",
         "reverted before exit, INTERRUPTED (130), run ABORTED",
     ),
+    (
+        "SIGKILL mid-variant on a server run through the root helper (service "
+        "user `nobody`, root-owned nginx.conf)",
+        "tests/test_root_helper.py::"
+        "test_kill_9_mid_run_is_recovered_by_root_from_its_own_copy",
+        "`smart-tui recover` as the service user has root write back root's own "
+        "snapshot of the run; baseline bytes, run ABORTED",
+    ),
+    (
+        "an experiment file the service user could change (apply.sh mode 0775) "
+        "with the root helper",
+        "tests/test_root_helper.py::test_root_trusts_no_file_the_user_could_change",
+        "refused before any change: BAD_CONFIG (exit 3) naming the file and "
+        "`chmod go-w`; doctor FAILs on it (exit 11)",
+    ),
 ]
 
 
