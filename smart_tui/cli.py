@@ -280,6 +280,8 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "doctor":
         return commands.doctor(args.config, _overrides(args))
     settings = commands.settings_from(args.config, _overrides(args))
+    if args.command != "check-config":
+        commands.refuse_foreign_state(settings)
     if args.command == "recover":
         return commands.recover(settings)
     commands.recover_on_start(settings)

@@ -4,6 +4,8 @@ errors. Data goes to stdout, diagnostics to stderr."""
 from __future__ import annotations
 
 import argparse
+import os
+import pwd
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +21,13 @@ from smart_tui.config import (
     load_settings,
     refuse_exposed_secrets,
 )
-from smart_tui.errors import ExitCode, LockHeld, NothingToDo, OutputFailed
+from smart_tui.errors import (
+    ExitCode,
+    LockHeld,
+    NothingToDo,
+    OutputFailed,
+    UsageError,
+)
 from smart_tui.experiments import BrokenExperiment, Experiment
 from smart_tui.lock import RunLock
 from smart_tui.storage import Store
@@ -35,6 +43,28 @@ def settings_from(config: Path | None, overrides: Mapping[str, str]) -> Settings
     settings = load_settings(config_path=config, overrides=overrides)
     refuse_exposed_secrets(settings)
     return settings
+
+
+def refuse_foreign_state(settings: Settings) -> None:
+    """root must not act on var/ when another user owns it: a journal or snapshot
+    that user planted there would tell root what to restore and run."""
+    if os.geteuid() != 0:
+        return
+    for folder in (settings.var_path, settings.database_path.parent):
+        try:
+            owner = folder.stat().st_uid
+        except FileNotFoundError:
+            continue
+        if owner == 0:
+            continue
+        try:
+            name = pwd.getpwuid(owner).pw_name
+        except KeyError:
+            name = str(owner)
+        raise UsageError(
+            f"{folder} belongs to {name}, and root must not trust what {name} can "
+            f"write there; run smart-tui as that user: sudo -u {name} smart-tui ..."
+        )
 
 
 def recover_on_start(settings: Settings) -> None:

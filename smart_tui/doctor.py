@@ -176,12 +176,16 @@ def _root_helper(target: Target) -> Iterator[Check]:
             if line.startswith("ok: ")
         )
     else:
-        yield Check(
-            "FAIL",
-            f"`{shlex.join(helper)} check` fails: {(said or [''])[-1][:300]}",
-            "fix what it names; deploy/install.sh lays out the files and the "
-            "sudoers rule it needs",
-        )
+        last = (said or [""])[-1]
+        if last.startswith("sudo:"):
+            fix = (
+                "sudo has no NOPASSWD rule for this exact command: ROOT_HELPER_CMD "
+                "must match /etc/sudoers.d/smart (`sudo -l` lists it); re-run "
+                "deploy/install.sh to put both back"
+            )
+        else:
+            fix = "fix what it names; deploy/install.sh sets these owners and modes"
+        yield Check("FAIL", f"`{shlex.join(helper)} check` fails: {last[:600]}", fix)
     for path, why in (
         (target.nginx.conf, "to prove each change and revert"),
         (target.watch.error_log, "to see nginx's [emerg] lines after a reload"),
@@ -428,13 +432,17 @@ def diagnose(settings: Settings) -> list[Check]:
     except SmartError as exc:
         return [*checks, Check("FAIL", exc.message, "")]
     if target.hands.helper:
-        # Root runs nginx and the scripts: the helper checks what it trusts.
-        checks += _root_helper(target)
+        # Root runs nginx and the scripts: the helper checks what it trusts, and
+        # `nginx -t` (through it) says nothing more when it refuses.
+        helper = list(_root_helper(target))
+        checks += helper
+        if not any(check.status == "FAIL" for check in helper):
+            checks.append(_nginx_test(target))
     else:
         checks += _privileged(target)
         checks += _experiment_sudo(settings)
         checks += _nginx_binary(target)
         checks += _nginx_config(target)
-    checks.append(_nginx_test(target))
+        checks.append(_nginx_test(target))
     checks.append(_answers(target.url))
     return checks

@@ -50,9 +50,9 @@ class Hands:
             result.returncode == 1 and last.startswith("sudo:")
         ):
             raise ConfigError(
-                f"cannot run the root helper ({last}); check ROOT_HELPER_CMD in "
-                "smart.conf and the sudoers rule deploy/install.sh puts in "
-                "/etc/sudoers.d/smart"
+                f"cannot run the root helper ({last}): sudo allows only the exact "
+                "command of /etc/sudoers.d/smart, so ROOT_HELPER_CMD in smart.conf "
+                "must match it (`sudo -l` lists it; deploy/install.sh writes both)"
             )
         return result
 

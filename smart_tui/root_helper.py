@@ -16,11 +16,12 @@ Nothing the caller controls decides what root writes. The caller names a run, an
 experiment and a variant; the helper reads which file to edit (NGINX_CONF), how to
 run nginx (NGINX_CMD) and what each variant runs (meta.json) from files that it first
 proves belong to root and that no one else may write, along with every folder above
-them, the experiments tree and the helper's own code. Its environment is replaced, not
-inherited. ``begin`` copies the watched files into ``root-state/`` beside the config
-(root's, mode 0700); ``restore`` writes back only those copies, only to the paths
-recorded there. So the service can make root move between configs root approved, and
-back, but never write bytes of its own choosing.
+them and the files it changes. Its environment is replaced, and signals from the
+caller do not stop it. ``begin`` copies the watched files into ``root-state/`` beside
+the config (root's, mode 0700); ``restore`` writes back only those copies, only to
+the paths recorded there, and only over bytes the helper itself left: a hand edit
+made since is never undone. The service can move nginx between configs root
+installed, never to bytes of its own choosing.
 
 Exit status: 0 done; 2 usage; 3 refused (an untrusted file, a bad config); 4 unknown
 or broken experiment; 5 an apply, test or reload failed; 6 a revert or restore failed.
@@ -30,17 +31,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from smart_tui import experiments
+from smart_tui.atomic import write_atomically
 from smart_tui.config import Settings, load_settings
 from smart_tui.errors import (
     ApplyFailed,
@@ -60,7 +65,7 @@ KEEP_RUNS = 20
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 USAGE = (
-    "usage: smart-tui-root CONFIG check | begin RUN EXPERIMENT | "
+    "smart-tui-root CONFIG check | begin RUN EXPERIMENT | "
     "apply RUN EXPERIMENT VARIANT | revert RUN EXPERIMENT VARIANT | restore RUN | "
     "test | reload"
 )
@@ -167,6 +172,10 @@ class Helper:
                 "(it never acts on the lab), e.g. NGINX_CONF=/etc/nginx/nginx.conf "
                 "NGINX_CMD=/usr/sbin/nginx"
             )
+        # Root reads, tests and reloads this file: its bytes must be root's choice.
+        require_trusted(
+            settings.nginx_conf_path or Path(settings.nginx_conf), "NGINX_CONF"
+        )
         state = config.parent / STATE_DIR
         with contextlib.suppress(FileExistsError):
             state.mkdir(mode=0o700)
@@ -188,6 +197,18 @@ class Helper:
     @property
     def nginx_conf(self) -> Path:
         return self.settings.nginx_conf_path or Path(self.settings.nginx_conf)
+
+    def watched(self, experiment: Experiment) -> list[Path]:
+        """The files root may change for ``experiment``, each proven root's alone
+        with every folder above it: in a folder the service user could write, it
+        could swap the file for a link between a snapshot and its restore."""
+        paths = experiment.watched(self.nginx_conf)
+        for path in paths:
+            if path.exists() or path.is_symlink():
+                require_trusted(path, f"{experiment.id}'s file")
+            else:
+                require_trusted(path.parent, f"{experiment.id}'s folder")
+        return paths
 
     def nginx_argv(self) -> list[str]:
         argv = shlex.split(self.settings.nginx_cmd)
@@ -230,25 +251,36 @@ class Helper:
         (a recheck that first went back to the baseline) copies them afresh."""
         folder = self.snapshot_dir(run_id)
         experiment = self.experiment(experiment_id)
-        snapshot = Snapshot.take(experiment.watched(self.nginx_conf))
+        snapshot = Snapshot.take(self.watched(experiment))
         shutil.rmtree(folder, ignore_errors=True)
         snapshot.save(folder)
+        _write_left(folder, snapshot.files, busy=False)
         older = sorted(
-            (path for path in self.state.iterdir() if path.is_dir()), reverse=True
+            (path for path in self.state.iterdir() if path.is_dir() and path != folder),
+            key=lambda path: path.stat().st_mtime,
+            reverse=True,
         )
-        for stale in older[KEEP_RUNS:]:
+        for stale in older[KEEP_RUNS - 1 :]:
             shutil.rmtree(stale, ignore_errors=True)
         return list(snapshot.files)
+
+    def _opened(self, run_id: str) -> Path:
+        folder = self.snapshot_dir(run_id)
+        if not (folder / "INDEX").is_file():
+            raise UsageError(
+                f"run {run_id} has no snapshot in {self.state}; `begin` comes first"
+            )
+        return folder
 
     def run_script(
         self, run_id: str, experiment_id: str, variant_name: str, *, revert: bool
     ) -> ScriptResult:
-        if not (self.snapshot_dir(run_id) / "INDEX").is_file():
-            raise ConfigError(
-                f"run {run_id} has no snapshot in {self.state}; `begin` comes first"
-            )
+        folder = self._opened(run_id)
         experiment = self.experiment(experiment_id)
         variant = experiment.variant(variant_name)
+        paths = self.watched(experiment)
+        failed = RevertFailed if revert else ApplyFailed
+        _require_as_left(folder, paths, failed)
         env = {
             "SMART_NGINX_CONF": str(self.nginx_conf),
             "SMART_NGINX": shlex.join(self.nginx_argv()),
@@ -257,23 +289,28 @@ class Helper:
         }
         if self.settings.target_url:
             env["SMART_TARGET_URL"] = experiment.resolve_url(self.settings.target_url)
-        return run_command(
+        _write_left(folder, {path: None for path in paths}, busy=True)
+        result = run_command(
             experiment.meta.revert if revert else variant.apply,
             cwd=experiment.path,
             env=env,
             timeout_s=self.settings.script_timeout_seconds,
         )
+        _write_left(folder, _current(paths), busy=False)
+        return result
 
     def restore(self, run_id: str) -> list[Path]:
-        folder = self.snapshot_dir(run_id)
-        try:
-            snapshot = Snapshot.load(folder)
-        except FileNotFoundError:
-            raise RevertFailed(
-                f"run {run_id} has no snapshot in {self.state}; restore "
-                f"{self.nginx_conf} by hand"
-            ) from None
-        return snapshot.restore()
+        folder = self._opened(run_id)
+        snapshot = Snapshot.load(folder)
+        for path in snapshot.files:
+            if path.exists() or path.is_symlink():
+                require_trusted(path, "a snapshot's file")
+            else:
+                require_trusted(path.parent, "a snapshot's folder")
+        _require_as_left(folder, list(snapshot.files), RevertFailed)
+        restored = snapshot.restore()
+        _write_left(folder, snapshot.files, busy=False)
+        return restored
 
     def nginx(self, *args: str) -> ScriptResult:
         return run_command(
@@ -284,12 +321,73 @@ class Helper:
         )
 
 
+# --- what the helper left ------------------------------------------------------
+# After each change the helper records the digest of every file it watches. It then
+# refuses to revert or restore over bytes it did not leave there: otherwise a snapshot
+# taken earlier could undo an edit root made by hand since. A change cut short (the
+# helper killed by root, a power cut) leaves "busy", and the restore goes ahead.
+
+LEFT_FILE = "LEFT"
+
+
+def _digest(data: bytes | None) -> str | None:
+    return None if data is None else hashlib.sha256(data).hexdigest()
+
+
+def _current(paths: list[Path]) -> dict[Path, bytes | None]:
+    return Snapshot.take(paths).files
+
+
+def _write_left(
+    folder: Path, files: Mapping[Path, bytes | None], *, busy: bool
+) -> None:
+    state = {"busy": busy, "files": {str(p): _digest(d) for p, d in files.items()}}
+    write_atomically(folder / LEFT_FILE, json.dumps(state, indent=2), mode=0o600)
+
+
+def _require_as_left(folder: Path, paths: list[Path], failed: type[SmartError]) -> None:
+    try:
+        left = json.loads((folder / LEFT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise failed(f"{folder / LEFT_FILE} is missing or unreadable") from None
+    if left["busy"]:
+        return
+    now = {str(p): _digest(d) for p, d in _current(paths).items()}
+    changed = sorted(path for path in now if now[path] != left["files"].get(path))
+    if changed:
+        raise failed(
+            f"{', '.join(changed)} changed outside smart-tui since the root helper's "
+            "last change; it will not write over that edit: check the file by hand, "
+            "then start a new run"
+        )
+
+
 def _clean_process() -> None:
     """Nothing inherited from the caller shapes what root runs."""
     os.environ.clear()
     os.environ.update(PATH=SAFE_PATH, LANG="C.UTF-8", HOME="/root")
     os.umask(0o022)
     os.chdir("/")
+    # The caller may signal sudo, which passes signals on: a change must not be cut
+    # short by the user it protects against. Handlers (not SIG_IGN) so the scripts
+    # still start with the default dispositions.
+    for number in _CALLER_SIGNALS:
+        signal.signal(number, _ignore)
+
+
+_CALLER_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    signal.SIGHUP,
+    signal.SIGQUIT,
+    signal.SIGUSR1,
+    signal.SIGUSR2,
+    signal.SIGALRM,
+)
+
+
+def _ignore(number: int, frame: object) -> None:
+    """Root decides when the helper stops; the calling user does not."""
 
 
 def _report(result: ScriptResult, failed: type[SmartError]) -> None:

@@ -10,6 +10,7 @@ environment, and nothing is downloaded."""
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shlex
@@ -30,7 +31,12 @@ import pytest
 from smart_tui.config import update_config_file
 from smart_tui.errors import ConfigError, ExitCode
 from smart_tui.lab import Lab, LabInfo
-from smart_tui.root_helper import require_trusted, require_trusted_tree
+from smart_tui.root_helper import (
+    KEEP_RUNS,
+    Helper,
+    require_trusted,
+    require_trusted_tree,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -101,17 +107,21 @@ class Server:
         return [str(self.base / "venv/bin/smart-tui"), *args]
 
     def _env(self) -> dict[str, str]:
-        return {
-            "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
-            "SMART_CONFIG": str(self.base / "smart.conf"),
-            "LANG": "C.UTF-8",
-        }
+        return server_env(self)
 
     def runs(self) -> list[tuple[str, str, str | None]]:
         with sqlite3.connect(self.base / "var/smart.db") as db:
             return db.execute(
                 "select id, status, outcome from runs order by started_at"
             ).fetchall()
+
+
+def server_env(server: Server) -> dict[str, str]:
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+        "SMART_CONFIG": str(server.base / "smart.conf"),
+        "LANG": "C.UTF-8",
+    }
 
 
 def _group() -> int:
@@ -397,11 +407,99 @@ def test_the_helper_refuses_what_sudo_does_not_pin(server: Server) -> None:
     assert elsewhere.returncode == 1 and "sudo:" in elsewhere.stderr
     assert unprivileged.returncode == ExitCode.USAGE
     assert "must run as root" in unprivileged.stderr
-    assert no_begin.returncode == ExitCode.BAD_CONFIG
+    assert no_begin.returncode == ExitCode.USAGE
     assert "`begin` comes first" in no_begin.stderr
     assert begun.returncode == 0, begun.stderr
     assert begun.stdout.strip() == f"snapshot: {server.lab.nginx_conf}"
     assert server.conf() == server.original
+
+
+def test_a_hand_edit_made_since_is_never_undone_by_an_old_snapshot(
+    server: Server,
+) -> None:
+    sudo = ["sudo", "-n", *server.helper]
+    run = "20261204T000002Z-hand"
+    begun = server.as_user(*sudo, "begin", run, "001_nginx_workers")
+    applied = server.as_user(*sudo, "apply", run, "001_nginx_workers", "auto")
+    # The operator edits the file by hand (as root) while the variant is live.
+    edited = server.conf() + b"# tuned by hand\n"
+    server.lab.nginx_conf.write_bytes(edited)
+    restore = server.as_user(*sudo, "restore", run)
+    revert = server.as_user(*sudo, "revert", run, "001_nginx_workers", "auto")
+    after = server.conf()
+    server.lab.nginx_conf.write_bytes(server.original)
+
+    assert begun.returncode == 0 and applied.returncode == 0, applied.stderr
+    assert restore.returncode == ExitCode.REVERT_FAILED
+    assert "changed outside smart-tui" in restore.stderr
+    assert revert.returncode == ExitCode.REVERT_FAILED
+    assert after == edited
+
+
+def test_the_helper_refuses_an_nginx_config_the_user_could_write(
+    server: Server,
+) -> None:
+    os.chown(server.lab.nginx_conf, pwd.getpwnam(USER).pw_uid, -1)
+    try:
+        test = server.as_user("sudo", "-n", *server.helper, "test")
+    finally:
+        os.chown(server.lab.nginx_conf, 0, -1)
+
+    assert test.returncode == ExitCode.BAD_CONFIG
+    assert f"NGINX_CONF: {server.lab.nginx_conf} belongs to uid" in test.stderr
+
+
+def test_root_will_not_act_on_state_the_service_user_wrote(server: Server) -> None:
+    """A journal the user planted names a snapshot and commands of its choosing."""
+    planted = server.folder / "planted"
+    snapshot = server.base / "var/runs/planted/snapshot"
+    snapshot.mkdir(parents=True)
+    (snapshot / "00_x").write_text("chosen by the service user\n")
+    (snapshot / "INDEX").write_text(f"00_x\t644\t{planted}\n")
+    journal = server.base / "var/journal.json"
+    journal.write_text(
+        json.dumps(
+            {
+                "run_id": "planted",
+                "experiment_id": "001_nginx_workers",
+                "pid": 1,
+                "snapshot_dir": str(snapshot),
+                "nginx_conf": str(server.lab.nginx_conf),
+                "nginx_command": ["/bin/sh", "-c", f"id > {planted}.cmd"],
+                "helper": [],
+            }
+        )
+    )
+    try:
+        as_root = subprocess.run(
+            [str(server.base / "venv/bin/smart-tui"), "history"],
+            env={**server_env(server), "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        journal.unlink()
+        shutil.rmtree(snapshot.parent)
+
+    assert as_root.returncode == ExitCode.USAGE
+    assert as_root.stderr.strip() == (
+        f"smart-tui: usage: {server.base / 'var'} belongs to {USER}, and root must "
+        f"not trust what {USER} can write there; run smart-tui as that user: "
+        f"sudo -u {USER} smart-tui ..."
+    )
+    assert not planted.exists() and not Path(f"{planted}.cmd").exists()
+
+
+def test_old_snapshots_are_pruned_by_age_never_the_run_begun(server: Server) -> None:
+    helper = Helper.open(str(server.base / "smart.conf"))
+    for number in range(KEEP_RUNS + 3):
+        helper.begin(f"20991231T0000{number:02d}Z-later", "001_nginx_workers")
+    helper.begin("20000101T000000Z-clock-was-behind", "001_nginx_workers")
+
+    kept = [path.name for path in helper.state.iterdir() if path.is_dir()]
+    assert "20000101T000000Z-clock-was-behind" in kept
+    assert len(kept) == KEEP_RUNS
 
 
 # --- the trust checks on their own (as root, in this process) -------------------
