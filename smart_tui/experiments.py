@@ -120,9 +120,9 @@ class Experiment:
         return self.meta.target_url
 
     def watched(self, nginx_conf: Path) -> list[Path]:
-        """The files a run snapshots and restores: ``touches``, else the nginx
-        config."""
-        return [Path(path) for path in self.meta.touches] or [nginx_conf]
+        """The files a run snapshots and restores: ``touches`` (relative ones are in
+        the experiment's folder, where its scripts run), else the nginx config."""
+        return [self.path / path for path in self.meta.touches] or [nginx_conf]
 
     def variant(self, name: str) -> Variant:
         for variant in self.meta.variants:

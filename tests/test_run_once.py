@@ -318,3 +318,32 @@ def test_bad_flag_is_a_usage_error(workspace: Workspace) -> None:
         "smart-tui: usage: argument --baseline-seconds: expected one argument; "
         "see `smart-tui --help`\n"
     )
+
+
+def test_touches_relative_to_the_experiment_are_watched_and_restored(
+    workspace: Workspace,
+) -> None:
+    """A file named in ``touches`` is what proves an apply and what a revert that
+    forgets it is undone from; relative paths live in the experiment's folder."""
+    add_experiment(
+        workspace,
+        "095_state_file",
+        apply="echo on > state.txt",
+        revert="true",  # forgets to remove it
+    )
+    folder = workspace.base / "experiments" / "095_state_file"
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**meta, "touches": ["state.txt"]}))
+    conf_before = workspace.conf_bytes()
+
+    done = workspace.smart("--run-once", "--experiment", "095_state_file", *FAST)
+
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert not (folder / "state.txt").exists()  # the snapshot had no such file
+    assert workspace.conf_bytes() == conf_before
+    with workspace.db() as conn:
+        phases = conn.execute("select name, status, detail from phases").fetchall()
+    applied = [p for p in phases if p["name"] == "apply"]
+    reverted = [p for p in phases if p["name"] == "revert"]
+    assert applied and applied[0]["status"] == "done"
+    assert reverted and "state.txt" in reverted[-1]["detail"], [dict(p) for p in phases]
