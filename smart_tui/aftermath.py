@@ -14,9 +14,9 @@ import jinja2
 
 from smart_tui import dashboard, metrics, outreach
 from smart_tui import queue as queue_mod
-from smart_tui.config import Settings
 from smart_tui.experiments import Experiment
 from smart_tui.outreach import Recommendation
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 
 log = logging.getLogger("smart_tui.aftermath")

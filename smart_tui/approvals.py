@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from smart_tui import experiments
-from smart_tui.config import Settings
 from smart_tui.errors import ApplyFailed, SmartError
 from smart_tui.lock import RunLock
+from smart_tui.settings import Settings
 from smart_tui.snapshot import Snapshot
 from smart_tui.storage import Store
 

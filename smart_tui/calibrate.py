@@ -11,12 +11,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from smart_tui.config import Settings
 from smart_tui.decide import WindowPlan, plan_window
 from smart_tui.errors import SmartError
 from smart_tui.experiments import Experiment
 from smart_tui.probe import ProbeConfig, run_probe
 from smart_tui.records import Samples, scored_samples
+from smart_tui.settings import Settings
 from smart_tui.target import resolve_target
 
 log = logging.getLogger("smart_tui.calibrate")

@@ -20,7 +20,7 @@ from smart_tui import __version__
 from smart_tui.errors import ConfigError, ExitCode, Interrupted, SmartError
 
 if TYPE_CHECKING:
-    from smart_tui.config import Settings
+    from smart_tui.settings import Settings
 
 log = logging.getLogger("smart_tui")
 

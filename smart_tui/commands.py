@@ -15,7 +15,6 @@ from smart_tui import experiments as experiments_mod
 from smart_tui import journal, spool
 from smart_tui import queue as queue_mod
 from smart_tui.config import (
-    Settings,
     describe,
     format_rows,
     load_settings,
@@ -30,6 +29,7 @@ from smart_tui.errors import (
 )
 from smart_tui.experiments import BrokenExperiment, Experiment
 from smart_tui.lock import RunLock
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 
 if TYPE_CHECKING:

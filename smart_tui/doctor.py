@@ -21,11 +21,12 @@ from pathlib import Path
 import httpx
 
 from smart_tui import spool
-from smart_tui.config import SECRET_KEYS, Settings, parse_config_text, private_group
+from smart_tui.config import SECRET_KEYS, parse_config_text, private_group
 from smart_tui.errors import SmartError
 from smart_tui.experiments import Experiment, discover
 from smart_tui.journal import JOURNAL_NAME
 from smart_tui.scripts import run_command
+from smart_tui.settings import Settings
 from smart_tui.target import Target, resolve_target
 
 _SUDO_TIMEOUT_S = 10.0

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from smart_tui.config import Settings
 from smart_tui.decide import Decision, decide
 from smart_tui.errors import Interrupted
 from smart_tui.experiments import Experiment, Variant
@@ -27,6 +26,7 @@ from smart_tui.records import (
     window_summary,
 )
 from smart_tui.sequential import EarlyStop, VariantWatch
+from smart_tui.settings import Settings
 from smart_tui.sources import (
     Aggregates,
     SourceResult,

@@ -17,7 +17,7 @@ from typing import Any
 
 from smart_tui import trends
 from smart_tui.atomic import write_atomically
-from smart_tui.config import Settings
+from smart_tui.settings import Settings
 from smart_tui.storage import Store, utc_now
 
 log = logging.getLogger("smart_tui.metrics")

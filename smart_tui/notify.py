@@ -23,7 +23,7 @@ from smart_tui.coach.wire import (
     post_json,
     register_secrets,
 )
-from smart_tui.config import Settings
+from smart_tui.settings import Settings
 from smart_tui.storage import utc_now
 
 log = logging.getLogger("smart_tui.notify")

@@ -19,7 +19,6 @@ from smart_tui.coach.advice import AdviceRejected
 from smart_tui.coach.client import CoachAnswer, ask_coach, endpoint_of, secrets_of
 from smart_tui.coach.records import StoredAdvice, new_advice, save_advice
 from smart_tui.coach.wire import Deadline, Scrubber, register_secrets
-from smart_tui.config import Settings
 from smart_tui.errors import ConfigError, NothingToDo, SmartError
 from smart_tui.experiments import Experiment
 from smart_tui.notify import (
@@ -31,6 +30,7 @@ from smart_tui.notify import (
     deliver,
     targets_of,
 )
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 
 log = logging.getLogger("smart_tui.outreach")

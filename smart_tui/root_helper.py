@@ -46,7 +46,7 @@ from pathlib import Path
 
 from smart_tui import experiments
 from smart_tui.atomic import write_atomically
-from smart_tui.config import Settings, load_settings
+from smart_tui.config import load_settings
 from smart_tui.errors import (
     ApplyFailed,
     ConfigError,
@@ -57,6 +57,7 @@ from smart_tui.errors import (
 )
 from smart_tui.experiments import Experiment
 from smart_tui.scripts import ScriptResult, run_command
+from smart_tui.settings import Settings
 from smart_tui.snapshot import Snapshot
 
 STATE_DIR = "root-state"

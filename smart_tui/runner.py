@@ -25,12 +25,13 @@ from pathlib import Path
 import httpx
 
 from smart_tui import aftermath, spool
-from smart_tui.config import Settings, describe
+from smart_tui.config import describe
 from smart_tui.errors import ApplyFailed, RevertFailed, SmartError
 from smart_tui.experiments import Experiment, Variant
 from smart_tui.journal import Journal, JournalEntry
 from smart_tui.measuring import MeasuringRun, Observer, VariantResult
 from smart_tui.records import RunFiles, Samples, combine, scored_samples
+from smart_tui.settings import Settings
 from smart_tui.snapshot import Snapshot
 from smart_tui.storage import StorageError, Store
 from smart_tui.target import Target, resolve_target

@@ -10,12 +10,12 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smart_tui.config import Settings
 from smart_tui.errors import ConfigError, TargetUnreachable
 from smart_tui.hands import Hands, helper_argv
 from smart_tui.lab import Lab
 from smart_tui.nginx_live import NginxWatch
 from smart_tui.scripts import Nginx, never_prompt
+from smart_tui.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ import pytest
 from test_tui_seed import NOW, seeded, write_experiment
 
 from smart_tui import approvals
-from smart_tui.config import Settings
 from smart_tui.errors import ApplyFailed, LockHeld
 from smart_tui.lock import RunLock
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 
 BASELINE_CONF = "worker_processes 1;\n"

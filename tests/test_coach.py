@@ -21,8 +21,8 @@ from smart_tui import experiments, outreach
 from smart_tui.cli import main
 from smart_tui.coach import AdviceRejected, advice_for_run, parse_advice
 from smart_tui.coach.local import user_prompt
-from smart_tui.config import Settings
 from smart_tui.experiments import Experiment
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 
 TOKEN = "tok-7f3e9a1c-never-shown"

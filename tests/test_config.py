@@ -8,9 +8,7 @@ from pathlib import Path
 import pytest
 
 from smart_tui.config import (
-    KEYS,
     SettingRow,
-    Settings,
     describe,
     find_config_file,
     format_rows,
@@ -18,6 +16,7 @@ from smart_tui.config import (
     update_config_file,
 )
 from smart_tui.errors import ConfigError, ExitCode
+from smart_tui.settings import KEYS, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "abc$HOME#x"

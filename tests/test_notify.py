@@ -21,8 +21,8 @@ from test_coach import (
 
 from smart_tui import outreach
 from smart_tui.cli import main
-from smart_tui.config import Settings
 from smart_tui.notify import Event, Severity, deliver
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 
 __all__ = ["restore_logging", "serve"]  # fixtures shared with test_coach

@@ -14,8 +14,8 @@ import pytest
 
 from smart_tui import queue
 from smart_tui.commands import _choose_experiment
-from smart_tui.config import Settings
 from smart_tui.errors import ExitCode, NothingToDo
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from smart_tui import metrics, trends
-from smart_tui.config import Settings
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 from smart_tui.trends import TrendPoint
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from smart_tui.config import Settings, load_settings
+from smart_tui.config import load_settings
 from smart_tui.lab import LabInfo
+from smart_tui.settings import Settings
 from smart_tui.tui import build_app
 from smart_tui.tui.screens.confirm import ConfirmScreen
 from smart_tui.tui.screens.live import LiveScreen

@@ -15,8 +15,8 @@ from test_tui_seed import add_run, fixed_clock, seeded, settings_for
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static
 
-from smart_tui.config import Settings
 from smart_tui.lock import RunLock
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 from smart_tui.tui import SmartApp, build_app
 from smart_tui.tui.screens.approvals import ApprovalsScreen

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from smart_tui.coach.records import StoredAdvice, save_advice
-from smart_tui.config import Settings, load_settings
+from smart_tui.config import load_settings
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 from smart_tui.tui import model
 

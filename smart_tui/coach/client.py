@@ -22,8 +22,8 @@ from smart_tui.coach.wire import (
     register_secrets,
     safe_label,
 )
-from smart_tui.config import Settings
 from smart_tui.errors import ConfigError
+from smart_tui.settings import Settings
 
 log = logging.getLogger("smart_tui.coach.client")
 

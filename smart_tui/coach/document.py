@@ -14,8 +14,8 @@ from typing import Any
 import psutil
 
 from smart_tui import __version__
-from smart_tui.config import Settings
 from smart_tui.experiments import Experiment
+from smart_tui.settings import Settings
 from smart_tui.storage import Store, utc_now
 
 log = logging.getLogger("smart_tui.coach.document")

@@ -4,7 +4,7 @@ process ends, however the app ended (quit, crash, SIGHUP)."""
 
 from __future__ import annotations
 
-from smart_tui.config import Settings
+from smart_tui.settings import Settings
 from smart_tui.tui.app import Clock, SmartApp, utc_clock
 
 # A stopped run reverts within a second of probing, or after a settle/cooldown pause

@@ -26,13 +26,13 @@ from smart_tui.config import (
     CONFIG_NAME,
     MASK,
     SettingRow,
-    Settings,
     describe,
     load_settings,
     update_config_file,
 )
 from smart_tui.errors import ConfigError, ExperimentError, Interrupted, SmartError
 from smart_tui.experiments import BrokenExperiment, Experiment, discover
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 from smart_tui.tui import model
 from smart_tui.tui.control import RunControl

@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 from textual.message import Message
 
-from smart_tui.config import Settings
 from smart_tui.errors import Interrupted
 from smart_tui.experiments import Experiment
 from smart_tui.lock import RunLock
 from smart_tui.probe import SecondStats
 from smart_tui.runner import Observer, RunOutcome, run_experiment
+from smart_tui.settings import Settings
 from smart_tui.storage import Store
 from smart_tui.tui.control import RunControl
 from smart_tui.tui.messages import PhaseBegan, SecondMeasured, VariantDecided
