@@ -100,7 +100,10 @@ def _sudo_allows(sudo: list[str], command: list[str], cwd: Path) -> Check:
         return Check("FAIL", f"sudo -n -l {shown}: {exc}", "install sudo")
     if result.returncode == 0:
         return Check("ok", f"sudo -n runs `{shown}` without a password")
-    said = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["refused"]
+    # sudo -l names no reason when the user has rules but none for this command.
+    said = (result.stderr or result.stdout).strip().splitlines()[-1:] or [
+        "no sudoers rule allows it"
+    ]
     return Check(
         "FAIL",
         f"sudo -n refuses `{shown}` for {_user()}: {said[0][:200]}",

@@ -25,7 +25,7 @@ from smart_tui.records import (
     second_row,
     window_summary,
 )
-from smart_tui.sequential import EarlyStop, VariantWatch
+from smart_tui.sequential import EarlyStop, VariantWatch, expected_variant_samples
 from smart_tui.settings import Settings
 from smart_tui.sources import (
     Aggregates,
@@ -188,7 +188,12 @@ class MeasuringRun:
         return VariantWatch(
             baseline=base,
             baseline_conn_errors=base.conn_errors,
-            expected_samples=int(self.rate_rps * self.settings.experiment_seconds),
+            expected_samples=expected_variant_samples(
+                self.experiment.meta.source,
+                self.rate_rps,
+                self.settings.experiment_seconds,
+                base,
+            ),
             look_every_s=max(1, round(self.experiment.meta.measure_interval_sec)),
             policy=self.policy,
             sequential=sequential and self.settings.decision_policy == "stats",

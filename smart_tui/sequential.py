@@ -24,6 +24,22 @@ from smart_tui.records import Samples
 log = logging.getLogger("smart_tui.sequential")
 
 
+def expected_variant_samples(
+    source: str, rate_rps: float, seconds: float, baseline: Samples
+) -> int:
+    """How many samples a full variant window should hold, which sizes the looks.
+    The probe sends at its set rate; the other sources (an access log of real
+    traffic, a script, wrk) deliver what the server saw, so the baseline's own rate
+    stands in for it."""
+    planned = int(rate_rps * seconds)
+    if source == "probe" or baseline.t_s.size < 2:
+        return planned
+    span_s = float(baseline.t_s.max() - baseline.t_s.min())
+    if span_s <= 0:
+        return planned
+    return max(1, int(baseline.t_s.size / span_s * seconds))
+
+
 @dataclass
 class EarlyStop:
     """Why a window ended before its planned length."""

@@ -9,10 +9,13 @@ import sqlite3
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from support.cli import smart_background, workspace
 
 from smart_tui.lab import Lab, LabInfo
+from smart_tui.records import Samples
+from smart_tui.sequential import expected_variant_samples
 
 
 @pytest.fixture
@@ -97,3 +100,28 @@ def test_guardrail_reverts_a_failing_variant_within_seconds(
     reasons = json.loads(decision["reasons"])
     assert any(r.startswith("guardrail stop after") for r in reasons), reasons
     assert any("5xx" in r for r in reasons), reasons
+
+
+def _samples(rate_rps: float, seconds: float) -> Samples:
+    t_s = np.arange(0, seconds, 1 / rate_rps)
+    return Samples(
+        latencies_ms=np.full(t_s.size, 5.0),
+        errors=np.zeros(t_s.size, dtype=bool),
+        t_s=t_s,
+        conn_errors=0,
+    )
+
+
+def test_looks_are_sized_by_the_traffic_a_passive_source_saw() -> None:
+    """The access log holds the server's real traffic (40/s here), not the probe's
+    PROBE_RATE_RPS (100/s): planning looks for 100/s would keep them too early."""
+    base = _samples(40, 60)
+
+    from_log = expected_variant_samples("access_log", 100, 300, base)
+    from_probe = expected_variant_samples("probe", 100, 300, base)
+
+    assert abs(from_log - 40 * 300) <= 40 * 300 * 0.01
+    assert from_probe == 100 * 300
+    assert expected_variant_samples("access_log", 100, 300, _samples(40, 0.01)) == (
+        100 * 300  # one sample: no rate to go by, so the plan stands
+    )
