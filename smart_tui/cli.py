@@ -280,8 +280,10 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command == "doctor":
         return commands.doctor(args.config, _overrides(args))
     settings = commands.settings_from(args.config, _overrides(args))
-    if args.command != "check-config":
-        commands.refuse_foreign_state(settings)
+    if args.command == "check-config" and not (args.run_once or args.experiment):
+        # Read-only: no recovery, so it is safe as root whoever owns var/.
+        return commands.check_config(settings)
+    commands.refuse_foreign_state(settings)
     if args.command == "recover":
         return commands.recover(settings)
     commands.recover_on_start(settings)

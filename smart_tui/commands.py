@@ -4,8 +4,10 @@ errors. Data goes to stdout, diagnostics to stderr."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pwd
+import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,25 +48,50 @@ def settings_from(config: Path | None, overrides: Mapping[str, str]) -> Settings
 
 
 def refuse_foreign_state(settings: Settings) -> None:
-    """root must not act on var/ when another user owns it: a journal or snapshot
-    that user planted there would tell root what to restore and run."""
+    """root must not act on var/ unless root alone can write all of it: a journal,
+    snapshot or lab state another user planted there would tell root what to
+    restore and run."""
     if os.geteuid() != 0:
         return
-    for folder in (settings.var_path, settings.database_path.parent):
-        try:
-            owner = folder.stat().st_uid
-        except FileNotFoundError:
+    for top in (settings.var_path, settings.database_path.parent):
+        foreign = _foreign_entry(top)
+        if foreign is None:
             continue
-        if owner == 0:
-            continue
+        path, info = foreign
         try:
-            name = pwd.getpwuid(owner).pw_name
+            name = pwd.getpwuid(info.st_uid).pw_name
         except KeyError:
-            name = str(owner)
+            name = str(info.st_uid)
+        if info.st_uid != 0:
+            raise UsageError(
+                f"{path} belongs to {name}, and root must not trust what {name} "
+                f"can write there; run smart-tui as that user: sudo -u {name} "
+                "smart-tui ..."
+            )
         raise UsageError(
-            f"{folder} belongs to {name}, and root must not trust what {name} can "
-            f"write there; run smart-tui as that user: sudo -u {name} smart-tui ..."
+            f"{path} is writable by group or others (mode "
+            f"{stat.S_IMODE(info.st_mode):04o}), and root must not trust what they "
+            f"can write there: chmod go-w {path}, or run smart-tui as its user"
         )
+
+
+def _foreign_entry(top: Path) -> tuple[Path, os.stat_result] | None:
+    """The first path in ``top`` (itself included) that is not root's alone."""
+    try:
+        walk = [(top, os.lstat(top))]
+    except FileNotFoundError:
+        return None
+    for folder, dirnames, filenames in os.walk(top):
+        for name in [*dirnames, *filenames]:
+            path = Path(folder) / name
+            with contextlib.suppress(FileNotFoundError):
+                walk.append((path, os.lstat(path)))
+        for path, info in walk:
+            shared = not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022
+            if info.st_uid != 0 or shared:
+                return path, info
+        walk = []
+    return None
 
 
 def recover_on_start(settings: Settings) -> None:
@@ -99,7 +126,10 @@ def doctor(config: Path | None, overrides: Mapping[str, str]) -> int:
     config file that exposes secrets is reported rather than refused."""
     from smart_tui.doctor import diagnose
 
-    checks = diagnose(load_settings(config_path=config, overrides=overrides))
+    settings = load_settings(config_path=config, overrides=overrides)
+    # The lab's state in var/ names commands doctor runs: root must own it.
+    refuse_foreign_state(settings)
+    checks = diagnose(settings)
     for check in checks:
         print(check.line())
     failed = sum(check.status == "FAIL" for check in checks)

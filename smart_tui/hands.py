@@ -45,7 +45,10 @@ class Hands:
         )
         last = (result.output.strip().splitlines() or [""])[-1]
         if result.returncode in _REFUSED:
-            raise ConfigError(f"the root helper refused `{args[0]}`: {last}")
+            # "smart-tui-root: bad config: <why>": keep the why.
+            prefixed = last.startswith("smart-tui-root:")
+            why = last.split(": ", 2)[-1] if prefixed else last
+            raise ConfigError(f"the root helper refused `{args[0]}`: {why}")
         if result.returncode == 127 or (
             result.returncode == 1 and last.startswith("sudo:")
         ):

@@ -31,21 +31,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import os
-import re
+import resource
 import shlex
 import shutil
 import signal
 import stat
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from smart_tui import experiments
-from smart_tui.atomic import write_atomically
 from smart_tui.config import load_settings
 from smart_tui.errors import (
     ApplyFailed,
@@ -56,15 +54,13 @@ from smart_tui.errors import (
     UsageError,
 )
 from smart_tui.experiments import Experiment
+from smart_tui.root_state import Ledger
 from smart_tui.scripts import ScriptResult, run_command
 from smart_tui.settings import Settings
 from smart_tui.snapshot import Snapshot
 
 STATE_DIR = "root-state"
-# Snapshots of this many runs are kept, newest first; a run's own is all it needs.
-KEEP_RUNS = 20
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 USAGE = (
     "smart-tui-root CONFIG check | begin RUN EXPERIMENT | "
     "apply RUN EXPERIMENT VARIANT | revert RUN EXPERIMENT VARIANT | restore RUN | "
@@ -127,6 +123,16 @@ def require_trusted_tree(top: Path, what: str) -> None:
                 _owned_by_root(path, what, sticky_ok=False)
 
 
+def _require_trusted_file(path: Path, what: str) -> None:
+    """A file root changes: root's alone, and so is its folder, with no sticky
+    exception (scripts write siblings such as a backup there: in a shared folder
+    another user could create that sibling first)."""
+    if path.exists() or path.is_symlink():
+        require_trusted(path, what)
+    folder = require_trusted(path.parent, what)
+    _owned_by_root(folder, what, sticky_ok=False)
+
+
 def _own_code(*, deep: bool) -> None:
     """This helper's code and interpreter: a service that could edit them would
     choose what runs as root."""
@@ -149,7 +155,7 @@ class Helper:
 
     config: Path
     settings: Settings
-    state: Path
+    ledger: Ledger
 
     @classmethod
     def open(cls, config_arg: str) -> Helper:
@@ -174,7 +180,7 @@ class Helper:
                 "NGINX_CMD=/usr/sbin/nginx"
             )
         # Root reads, tests and reloads this file: its bytes must be root's choice.
-        require_trusted(
+        _require_trusted_file(
             settings.nginx_conf_path or Path(settings.nginx_conf), "NGINX_CONF"
         )
         state = config.parent / STATE_DIR
@@ -186,13 +192,30 @@ class Helper:
                 f"{state} must be a folder only root can enter (mode 0700): "
                 f"chmod 700 {shlex.quote(str(state))}"
             )
-        return cls(config=config, settings=settings, state=state)
+        return cls(config=config, settings=settings, ledger=Ledger(state))
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
         """One action at a time: a snapshot is never read while it is rewritten."""
-        with (self.state / ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        deadline = time.monotonic() + self.settings.script_timeout_seconds + 30
+        with (self.ledger.folder / ".lock").open("a+") as handle:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        handle.seek(0)
+                        holder = handle.read().strip() or "?"
+                        raise ConfigError(
+                            f"another smart-tui-root (pid {holder}) has held "
+                            f"{handle.name} too long; if it was stopped, "
+                            f"kill -CONT {holder} or kill it"
+                        ) from None
+                    time.sleep(0.2)
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
             yield
 
     @property
@@ -205,10 +228,7 @@ class Helper:
         could swap the file for a link between a snapshot and its restore."""
         paths = experiment.watched(self.nginx_conf)
         for path in paths:
-            if path.exists() or path.is_symlink():
-                require_trusted(path, f"{experiment.id}'s file")
-            else:
-                require_trusted(path.parent, f"{experiment.id}'s folder")
+            _require_trusted_file(path, f"{experiment.id}'s file")
         return paths
 
     def nginx_argv(self) -> list[str]:
@@ -226,11 +246,6 @@ class Helper:
         folder = self.settings.experiments_path
         require_trusted_tree(folder, "the experiments folder")
         return experiments.find(folder, experiment_id)
-
-    def snapshot_dir(self, run_id: str) -> Path:
-        if not _RUN_ID.fullmatch(run_id):
-            raise UsageError(f"RUN {run_id!r} is not a run id")
-        return self.state / run_id
 
     # Actions
 
@@ -250,38 +265,18 @@ class Helper:
     def begin(self, run_id: str, experiment_id: str) -> list[Path]:
         """Copy the files the run may change; a second ``begin`` for the same run
         (a recheck that first went back to the baseline) copies them afresh."""
-        folder = self.snapshot_dir(run_id)
         experiment = self.experiment(experiment_id)
-        snapshot = Snapshot.take(self.watched(experiment))
-        shutil.rmtree(folder, ignore_errors=True)
-        snapshot.save(folder)
-        _write_left(folder, snapshot.files, busy=False)
-        older = sorted(
-            (path for path in self.state.iterdir() if path.is_dir() and path != folder),
-            key=lambda path: path.stat().st_mtime,
-            reverse=True,
-        )
-        for stale in older[KEEP_RUNS - 1 :]:
-            shutil.rmtree(stale, ignore_errors=True)
-        return list(snapshot.files)
-
-    def _opened(self, run_id: str) -> Path:
-        folder = self.snapshot_dir(run_id)
-        if not (folder / "INDEX").is_file():
-            raise UsageError(
-                f"run {run_id} has no snapshot in {self.state}; `begin` comes first"
-            )
-        return folder
+        return list(self.ledger.begin(run_id, self.watched(experiment)).files)
 
     def run_script(
         self, run_id: str, experiment_id: str, variant_name: str, *, revert: bool
     ) -> ScriptResult:
-        folder = self._opened(run_id)
+        self.ledger.begun(run_id)
         experiment = self.experiment(experiment_id)
         variant = experiment.variant(variant_name)
         paths = self.watched(experiment)
         failed = RevertFailed if revert else ApplyFailed
-        _require_as_left(folder, paths, failed)
+        self.ledger.require_as_left(run_id, paths, failed, first_change=revert)
         env = {
             "SMART_NGINX_CONF": str(self.nginx_conf),
             "SMART_NGINX": shlex.join(self.nginx_argv()),
@@ -290,27 +285,25 @@ class Helper:
         }
         if self.settings.target_url:
             env["SMART_TARGET_URL"] = experiment.resolve_url(self.settings.target_url)
-        _write_left(folder, {path: None for path in paths}, busy=True)
-        result = run_command(
-            experiment.meta.revert if revert else variant.apply,
-            cwd=experiment.path,
-            env=env,
-            timeout_s=self.settings.script_timeout_seconds,
-        )
-        _write_left(folder, _current(paths), busy=False)
-        return result
+        self.ledger.busy(run_id, paths)
+        try:
+            return run_command(
+                experiment.meta.revert if revert else variant.apply,
+                cwd=experiment.path,
+                env=env,
+                timeout_s=self.settings.script_timeout_seconds,
+            )
+        finally:
+            self.ledger.changed(run_id, paths, applied=not revert)
 
     def restore(self, run_id: str) -> list[Path]:
-        folder = self._opened(run_id)
-        snapshot = Snapshot.load(folder)
-        for path in snapshot.files:
-            if path.exists() or path.is_symlink():
-                require_trusted(path, "a snapshot's file")
-            else:
-                require_trusted(path.parent, "a snapshot's folder")
-        _require_as_left(folder, list(snapshot.files), RevertFailed)
+        snapshot = Snapshot.load(self.ledger.begun(run_id))
+        paths = list(snapshot.files)
+        for path in paths:
+            _require_trusted_file(path, "a snapshot's file")
+        self.ledger.require_as_left(run_id, paths, RevertFailed)
         restored = snapshot.restore()
-        _write_left(folder, snapshot.files, busy=False)
+        self.ledger.changed(run_id, paths, applied=False)
         return restored
 
     def nginx(self, *args: str) -> ScriptResult:
@@ -319,47 +312,6 @@ class Helper:
             cwd=self.nginx_conf.parent,
             env={},
             timeout_s=self.settings.script_timeout_seconds,
-        )
-
-
-# --- what the helper left ------------------------------------------------------
-# After each change the helper records the digest of every file it watches. It then
-# refuses to revert or restore over bytes it did not leave there: otherwise a snapshot
-# taken earlier could undo an edit root made by hand since. A change cut short (the
-# helper killed by root, a power cut) leaves "busy", and the restore goes ahead.
-
-LEFT_FILE = "LEFT"
-
-
-def _digest(data: bytes | None) -> str | None:
-    return None if data is None else hashlib.sha256(data).hexdigest()
-
-
-def _current(paths: list[Path]) -> dict[Path, bytes | None]:
-    return Snapshot.take(paths).files
-
-
-def _write_left(
-    folder: Path, files: Mapping[Path, bytes | None], *, busy: bool
-) -> None:
-    state = {"busy": busy, "files": {str(p): _digest(d) for p, d in files.items()}}
-    write_atomically(folder / LEFT_FILE, json.dumps(state, indent=2), mode=0o600)
-
-
-def _require_as_left(folder: Path, paths: list[Path], failed: type[SmartError]) -> None:
-    try:
-        left = json.loads((folder / LEFT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise failed(f"{folder / LEFT_FILE} is missing or unreadable") from None
-    if left["busy"]:
-        return
-    now = {str(p): _digest(d) for p, d in _current(paths).items()}
-    changed = sorted(path for path in now if now[path] != left["files"].get(path))
-    if changed:
-        raise failed(
-            f"{', '.join(changed)} changed outside smart-tui since the root helper's "
-            "last change; it will not write over that edit: check the file by hand, "
-            "then start a new run"
         )
 
 
@@ -374,6 +326,44 @@ def _clean_process() -> None:
     # still start with the default dispositions.
     for number in _CALLER_SIGNALS:
         signal.signal(number, _ignore)
+    _lift_limits()
+
+
+# Limits pass through sudo too: a small RLIMIT_FSIZE would cut a backup short, and
+# RLIMIT_CPU or NOFILE kill a script half-way. A soft limit is raised to its hard
+# one; a hard limit below what root needs (only root could raise it, and root may
+# lack CAP_SYS_RESOURCE in a container) is refused.
+_INFINITY = resource.RLIM_INFINITY
+_NEEDED = {
+    "RLIMIT_FSIZE": _INFINITY,
+    "RLIMIT_CPU": _INFINITY,
+    "RLIMIT_AS": _INFINITY,
+    "RLIMIT_DATA": _INFINITY,
+    "RLIMIT_NOFILE": 1024,
+    "RLIMIT_NPROC": 256,
+    "RLIMIT_STACK": 8 << 20,
+}
+
+
+def _lift_limits() -> None:
+    for name, needed in _NEEDED.items():
+        limit = getattr(resource, name)
+        soft, hard = resource.getrlimit(limit)
+        if hard != _INFINITY and (needed == _INFINITY or hard < needed):
+            try:
+                resource.setrlimit(limit, (needed, needed))
+            except (ValueError, OSError):
+                raise UsageError(
+                    f"{name} is limited to {hard} by the caller (`ulimit`) and "
+                    "root may not raise it here; the root helper will not run "
+                    "under a limit it did not choose"
+                ) from None
+            continue
+        # The stack keeps a finite soft limit, as a login shell would have it.
+        if name == "RLIMIT_STACK":
+            resource.setrlimit(limit, (max(soft, needed), hard))
+        else:
+            resource.setrlimit(limit, (hard, hard))
 
 
 _CALLER_SIGNALS = (
@@ -384,6 +374,11 @@ _CALLER_SIGNALS = (
     signal.SIGUSR1,
     signal.SIGUSR2,
     signal.SIGALRM,
+    signal.SIGTSTP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGXCPU,
+    signal.SIGXFSZ,
 )
 
 

@@ -421,28 +421,27 @@ def run_experiment(
         stop or threading.Event(),
     )
     run.files.open_log()
+    from_baseline = recheck or _kept_last_time(store, experiment)
     try:
         # With a root helper, root keeps its own copy of the files before any change.
         run.hands.begin(run.run_id, experiment)
-        if recheck or _kept_last_time(store, experiment):
-            run.start_from_baseline()
+        run.snapshot.save(run.snapshot_dir)
+        # The journal goes first: from here on a killed process is recovered.
+        journal = Journal(settings.var_path)
+        journal.write(
+            JournalEntry(
+                run_id=run.run_id,
+                experiment_id=experiment.id,
+                pid=os.getpid(),
+                snapshot_dir=run.snapshot_dir,
+                nginx_conf=target.nginx.conf,
+                nginx_command=target.nginx.command,
+                helper=list(target.hands.helper),
+            )
+        )
     except BaseException:
         run.files.close_log()
         raise
-    run.snapshot.save(run.snapshot_dir)
-    # The journal goes first: from here on a killed process is recovered.
-    journal = Journal(settings.var_path)
-    journal.write(
-        JournalEntry(
-            run_id=run.run_id,
-            experiment_id=experiment.id,
-            pid=os.getpid(),
-            snapshot_dir=run.snapshot_dir,
-            nginx_conf=target.nginx.conf,
-            nginx_command=target.nginx.command,
-            helper=list(target.hands.helper),
-        )
-    )
     log.info("run %s of %s against %s", run.run_id, experiment.id, run.url)
 
     try:
@@ -454,6 +453,11 @@ def run_experiment(
             host=socket.gethostname(),
             settings={row.key: row.value_shown for row in describe(settings)},
         )
+        if from_baseline:
+            # Recorded like any step: a recheck that cannot go back to the baseline
+            # ends APPLY_FAILED, and the kept change is no longer due a recheck.
+            run.start_from_baseline()
+            run.snapshot.save(run.snapshot_dir)
         results, kept = run.try_variants()
         outcome = "PENDING" if run.manual else _outcome(results, kept)
         store.finish_run(run.run_id, status="done", outcome=outcome, kept_variant=kept)

@@ -133,7 +133,7 @@ def test_install_run_reinstall_uninstall(
     sudoers = prefix / "etc/sudoers.d/smart"
     assert sudoers.stat().st_mode & 0o777 == 0o440
     assert (
-        f"Cmnd_Alias SMART_ROOT = {base}/venv/bin/smart-tui-root {base}/smart.conf *"
+        f"NOPASSWD: {base}/venv/bin/smart-tui-root {base}/smart.conf *"
         in sudoers.read_text()
     )
     site = (prefix / "etc/nginx/sites-available/smart-dashboard").read_text()

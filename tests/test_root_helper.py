@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import resource
 import shlex
 import shutil
 import signal
@@ -27,16 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support.cli import smart, workspace
 
 from smart_tui.config import update_config_file
 from smart_tui.errors import ConfigError, ExitCode
 from smart_tui.lab import Lab, LabInfo
-from smart_tui.root_helper import (
-    KEEP_RUNS,
-    Helper,
-    require_trusted,
-    require_trusted_tree,
-)
+from smart_tui.root_helper import Helper, require_trusted, require_trusted_tree
+from smart_tui.root_state import KEEP_RUNS
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -297,8 +295,11 @@ def test_a_run_as_the_service_user_changes_root_owned_nginx_through_the_helper(
     else:
         assert live == server.original
     assert server.lab.nginx_conf.stat().st_uid == 0
-    if outcome == "KEEP":  # leave the baseline for the next test
-        server.lab.nginx_conf.write_bytes(server.original)
+    if outcome == "KEEP":  # back to the baseline the way smart-tui would do it
+        back = server.as_user(
+            "sudo", "-n", *server.helper, "revert", run_id, "001_nginx_workers", "auto"
+        )
+        assert back.returncode == 0 and server.conf() == server.original, back
 
 
 def test_kill_9_mid_run_is_recovered_by_root_from_its_own_copy(server: Server) -> None:
@@ -346,11 +347,21 @@ def test_an_approved_keep_is_applied_through_the_helper(server: Server) -> None:
     )
     kept = server.as_user("python", "-c", approve)
     live = server.conf()
+    # Then the operator edits the file by hand, and the kept change comes up for
+    # its recheck, which would revert to the backup taken before the edit.
+    edited = live + b"# tuned by hand after the keep\n"
+    server.lab.nginx_conf.write_bytes(edited)
+    recheck = server.as_user("--run-once", "--experiment", "001_nginx_workers")
+    after_recheck = server.conf()
     server.lab.nginx_conf.write_bytes(server.original)  # baseline for what follows
 
     assert kept.returncode == 0, kept.stdout + kept.stderr
     assert "the variant is live" in kept.stdout or "to KEEP; live" in kept.stdout
     assert b"worker_processes auto;" in live
+    assert recheck.returncode == ExitCode.APPLY_FAILED, recheck.stderr
+    assert "edited outside smart-tui" in recheck.stderr.strip().splitlines()[-1]
+    assert after_recheck == edited
+    assert server.runs()[-1][1:] == ("failed", "APPLY_FAILED")
 
 
 def test_root_trusts_no_file_the_user_could_change(server: Server) -> None:
@@ -365,6 +376,7 @@ def test_root_trusts_no_file_the_user_could_change(server: Server) -> None:
     assert refused.returncode == ExitCode.BAD_CONFIG, refused.stderr
     error = refused.stderr.strip().splitlines()[-1]
     assert str(script) in error and "chmod go-w" in error, error
+    assert error.count("bad config") == 1, error
     assert "Traceback" not in refused.stderr
     assert server.conf() == server.original
     assert doctor.returncode == ExitCode.CHECKS_FAILED
@@ -431,7 +443,7 @@ def test_a_hand_edit_made_since_is_never_undone_by_an_old_snapshot(
 
     assert begun.returncode == 0 and applied.returncode == 0, applied.stderr
     assert restore.returncode == ExitCode.REVERT_FAILED
-    assert "changed outside smart-tui" in restore.stderr
+    assert "edited outside smart-tui" in restore.stderr
     assert revert.returncode == ExitCode.REVERT_FAILED
     assert after == edited
 
@@ -470,19 +482,29 @@ def test_root_will_not_act_on_state_the_service_user_wrote(server: Server) -> No
             }
         )
     )
-    try:
-        as_root = subprocess.run(
-            [str(server.base / "venv/bin/smart-tui"), "history"],
+
+    def as_root(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(server.base / "venv/bin/smart-tui"), *args],
             env={**server_env(server), "PATH": "/usr/bin:/bin"},
             capture_output=True,
             text=True,
             timeout=60,
         )
+
+    try:
+        history = as_root("history")
+        doctor = as_root("doctor")
+        shown = as_root("check-config")  # read-only: allowed, and recovers nothing
+        journal_left = journal.exists()
     finally:
         journal.unlink()
         shutil.rmtree(snapshot.parent)
 
-    assert as_root.returncode == ExitCode.USAGE
+    assert doctor.returncode == ExitCode.USAGE, doctor.stdout + doctor.stderr
+    assert shown.returncode == 0 and journal_left
+    assert history.returncode == ExitCode.USAGE
+    as_root = history
     assert as_root.stderr.strip() == (
         f"smart-tui: usage: {server.base / 'var'} belongs to {USER}, and root must "
         f"not trust what {USER} can write there; run smart-tui as that user: "
@@ -497,9 +519,67 @@ def test_old_snapshots_are_pruned_by_age_never_the_run_begun(server: Server) -> 
         helper.begin(f"20991231T0000{number:02d}Z-later", "001_nginx_workers")
     helper.begin("20000101T000000Z-clock-was-behind", "001_nginx_workers")
 
-    kept = [path.name for path in helper.state.iterdir() if path.is_dir()]
+    kept = [path.name for path in helper.ledger.folder.iterdir() if path.is_dir()]
     assert "20000101T000000Z-clock-was-behind" in kept
     assert len(kept) == KEEP_RUNS
+
+
+def test_the_callers_resource_limits_do_not_reach_root(server: Server) -> None:
+    """RLIMIT_FSIZE passes through sudo: root's copies must never be cut short."""
+
+    def sudo_with(hard: int, *args: str) -> subprocess.CompletedProcess[str]:
+        def small_files() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (100, hard))
+
+        return subprocess.run(
+            ["sudo", "-n", *server.helper, *args],
+            user=USER,
+            group=_group(),
+            extra_groups=[],
+            env=server_env(server),
+            preexec_fn=small_files,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    # A soft limit is lifted: the whole change goes through.
+    run = "20261204T000003Z-limits"
+    unlimited = resource.RLIM_INFINITY
+    begun = sudo_with(unlimited, "begin", run, "001_nginx_workers")
+    applied = sudo_with(unlimited, "apply", run, "001_nginx_workers", "auto")
+    live = server.conf()
+    reverted = sudo_with(unlimited, "revert", run, "001_nginx_workers", "auto")
+    # A hard limit needs CAP_SYS_RESOURCE to lift, which root may lack in a
+    # container: then the helper refuses before it changes anything.
+    hard = sudo_with(100, "begin", "20261204T000004Z-limits", "001_nginx_workers")
+
+    assert begun.returncode == 0 and applied.returncode == 0, applied.stderr
+    assert live == server.original.replace(
+        b"worker_processes 1;", b"worker_processes auto;"
+    )
+    assert reverted.returncode == 0, reverted.stderr
+    assert server.conf() == server.original
+    if hard.returncode != 0:
+        assert hard.returncode == ExitCode.USAGE
+        assert "RLIMIT_FSIZE is limited to 100 by the caller" in hard.stderr
+    else:
+        assert "snapshot:" in hard.stdout
+
+
+def test_root_will_not_use_a_var_others_may_write(tmp_path: Path) -> None:
+    base = workspace(tmp_path, "")
+    (base / "var").mkdir()
+    (base / "var").chmod(0o1777)  # root's, but anyone may add a journal to it
+
+    refused = smart(base, "history")
+
+    assert refused.returncode == ExitCode.USAGE
+    assert refused.stderr.strip() == (
+        f"smart-tui: usage: {base / 'var'} is writable by group or others (mode "
+        f"1777), and root must not trust what they can write there: chmod go-w "
+        f"{base / 'var'}, or run smart-tui as its user"
+    )
 
 
 # --- the trust checks on their own (as root, in this process) -------------------
@@ -553,6 +633,18 @@ def test_the_helper_needs_a_named_nginx_and_a_private_state_folder(
             [helper, *args], capture_output=True, text=True, timeout=60
         )
 
+    shared = tmp_path / "shared"  # sticky and world-writable, like /tmp
+    shared.mkdir(mode=0o1777)
+    shared.chmod(0o1777)
+    (shared / "nginx.conf").write_text("events {}\n")
+    (tmp_path / "sticky").mkdir()
+    sticky = tmp_path / "sticky" / "smart.conf"
+    sticky.write_text(
+        f"NGINX_CONF={shared / 'nginx.conf'}\nNGINX_CMD=/usr/sbin/nginx\n"
+    )
+    sticky.chmod(0o600)
+    in_shared_folder = call(str(sticky), "test")
+
     lab_only = call(str(conf), "test")
     conf.write_text("NGINX_CONF=/etc/nginx/nginx.conf\nNGINX_CMD=/usr/sbin/nginx\n")
     (tmp_path / "root-state").mkdir(mode=0o755)
@@ -560,6 +652,9 @@ def test_the_helper_needs_a_named_nginx_and_a_private_state_folder(
     relative = call("smart.conf", "test")
     unknown = call(str(conf), "rm", "-rf")
 
+    # Others could create the backup a script writes beside the config first.
+    assert in_shared_folder.returncode == ExitCode.BAD_CONFIG
+    assert f"{shared} is writable by group or others" in in_shared_folder.stderr
     assert lab_only.returncode == ExitCode.BAD_CONFIG
     assert "NGINX_CONF and NGINX_CMD must be set for the root helper" in (
         lab_only.stderr

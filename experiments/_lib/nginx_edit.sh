@@ -30,14 +30,30 @@ smart_first_error() {
     grep -m1 -E '\[(emerg|alert|crit|error)\]' <<<"$1" || head -n1 <<<"$1"
 }
 
-# cat (not cp or mv) keeps the config's inode, owner and mode: only bytes change.
+# smart_put SOURCE TARGET: TARGET gets SOURCE's bytes all at once: a copy beside it,
+# given TARGET's owner and mode, renamed over it. A copy cut short (a full disk)
+# never leaves a half file where nginx, or a later revert, would read it.
+smart_put() {
+    local next="$2.smart-new"
+    if ! cat -- "$1" >"$next"; then
+        rm -f -- "$next"
+        return 1
+    fi
+    if [[ -e "$2" ]]; then
+        chmod --reference="$2" -- "$next"
+        chown --reference="$2" -- "$next" 2>/dev/null || true
+    fi
+    mv -f -- "$next" "$2"
+}
+
 smart_restore() {
-    cat -- "$SMART_BACKUP" >"$SMART_NGINX_CONF"
+    smart_put "$SMART_BACKUP" "$SMART_NGINX_CONF"
 }
 
 smart_backup() {
     [[ -f "$SMART_NGINX_CONF" ]] || smart_die "$SMART_NGINX_CONF not found"
-    cp -- "$SMART_NGINX_CONF" "$SMART_BACKUP"
+    smart_put "$SMART_NGINX_CONF" "$SMART_BACKUP" ||
+        smart_die "could not write the backup $SMART_BACKUP"
 }
 
 # smart_set_marked MARKER NEW_TEXT: replace the directive(s) on the one line ending in
@@ -60,7 +76,10 @@ smart_set_marked() {
         }
         { print }
     ' "$SMART_NGINX_CONF" >"$edited"
-    cat -- "$edited" >"$SMART_NGINX_CONF"
+    smart_put "$edited" "$SMART_NGINX_CONF" || {
+        rm -f -- "$edited"
+        smart_die "could not write $SMART_NGINX_CONF"
+    }
     rm -f -- "$edited"
 }
 
