@@ -244,7 +244,7 @@ def test_experiment_apply_is_live_and_revert_restores_bytes(
     reverted = run_script(meta["revert"], folder, lab)
     assert reverted.returncode == 0, reverted.stderr
     assert lab.nginx_conf.read_bytes() == before
-    assert not Path(f"{lab.nginx_conf}.smart-bak").exists()
+    assert not list(lab.nginx_conf.parent.glob("*.smart-bak*"))
     assert nginx_t(lab).returncode == 0
     assert eventually(lambda: observe(lab) == baseline)
 
@@ -267,7 +267,7 @@ def test_apply_that_fails_nginx_t_restores_the_file(
     assert "nginx -t rejected the change" in applied.stderr
     assert "between 1 and 9" in applied.stderr
     assert lab.nginx_conf.read_bytes() == before
-    assert not Path(f"{lab.nginx_conf}.smart-bak").exists()
+    assert not list(lab.nginx_conf.parent.glob("*.smart-bak*"))
     assert get(lab.url + "/")[0] == 200
 
 
@@ -280,6 +280,31 @@ def test_apply_without_marker_fails_clearly(lab: LabInfo) -> None:
     assert applied.returncode != 0
     assert "expected one line ending in '# smart: proxy_cache'" in applied.stderr
     assert lab.nginx_conf.read_text() == text
+
+
+def test_reverting_one_kept_change_keeps_the_others(lab: LabInfo) -> None:
+    """Two kept variants on one config: the recheck of the first puts back its own
+    line only, so the second stays live."""
+    before = lab.nginx_conf.read_text()
+    workers = run_script("./apply.sh auto", EXPERIMENTS / "001_nginx_workers", lab)
+    gzip = run_script("./apply.sh 9", EXPERIMENTS / "003_gzip_max", lab)
+    both = lab.nginx_conf.read_text()
+
+    reverted = run_script("./revert.sh", EXPERIMENTS / "001_nginx_workers", lab)
+    after = lab.nginx_conf.read_text()
+
+    assert workers.returncode == 0 and gzip.returncode == 0, gzip.stderr
+    assert "worker_processes auto;" in both and "gzip_comp_level 9" in both
+    assert reverted.returncode == 0, reverted.stderr
+    assert after == both.replace(
+        "worker_processes auto;  # smart: worker_processes",
+        "worker_processes 1;  # smart: worker_processes",
+    )
+    assert after != before  # gzip 9 is still there
+    assert nginx_t(lab).returncode == 0
+    assert [p.name for p in lab.nginx_conf.parent.glob("*.smart-bak*")] == [
+        "nginx.conf.smart-bak.003_gzip_max"
+    ]
 
 
 def test_revert_without_apply_changes_nothing(lab: LabInfo) -> None:

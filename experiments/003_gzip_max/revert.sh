@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Put back the exact bytes apply.sh saved, check them with nginx -t and reload.
+# Put back the marked line as it was before apply.sh, check with nginx -t and reload.
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/../_lib/nginx_edit.sh
 source "$(dirname -- "${BASH_SOURCE[0]}")/../_lib/nginx_edit.sh"
 
-smart_revert
+smart_revert gzip

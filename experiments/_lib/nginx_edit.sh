@@ -2,16 +2,19 @@
 # Sourced by the shipped experiments' apply.sh and revert.sh; not run on its own.
 #
 # Contract: a line the experiments may change holds one directive and ends in the
-# marker comment "# smart: <name>". apply copies $SMART_NGINX_CONF to
-# $SMART_NGINX_CONF.smart-bak, rewrites the marked line, runs `$SMART_NGINX -t` and
-# reloads; on any failure it puts the exact bytes back and exits non-zero. revert
-# copies the backup's bytes back, checks, reloads and removes the backup. A backup left
-# behind means the variant was kept; the next apply replaces it.
+# marker comment "# smart: <name>". apply copies $SMART_NGINX_CONF to a backup of its
+# own experiment ($SMART_NGINX_CONF.smart-bak.<experiment folder>), rewrites the
+# marked line, runs `$SMART_NGINX -t` and reloads; on any failure it puts the exact
+# bytes back and exits non-zero. revert puts back only its marked line, as the backup
+# has it, checks, reloads and removes the backup: another experiment's change kept
+# since stays. A backup left behind means the variant was kept; the next apply of
+# the same experiment replaces it.
 
 : "${SMART_NGINX_CONF:?is not set; run this through smart-tui or export it}"
 : "${SMART_NGINX:?is not set; e.g. export SMART_NGINX='sudo -n nginx'}"
 
-SMART_BACKUP="$SMART_NGINX_CONF.smart-bak"
+SMART_EXPERIMENT="$(basename -- "$(cd -- "$(dirname -- "$0")" && pwd)")"
+SMART_BACKUP="$SMART_NGINX_CONF.smart-bak.$SMART_EXPERIMENT"
 SMART_SCRIPT="${0##*/}"
 
 smart_die() {
@@ -59,6 +62,15 @@ smart_backup() {
 # smart_set_marked MARKER NEW_TEXT: replace the directive(s) on the one line ending in
 # "# smart: MARKER" with NEW_TEXT, keeping the indentation and the marker.
 smart_set_marked() {
+    local marker="# smart: $1" indent
+    [[ "$1" =~ ^[A-Za-z0-9_]+$ ]] || smart_die "bad marker name '$1'"
+    indent=$(grep -m1 -- "$marker\$" "$SMART_NGINX_CONF" | sed 's/[^[:blank:]].*//' || true)
+    smart_put_marked_line "$1" "$indent$2  $marker"
+}
+
+# smart_put_marked_line MARKER LINE: the one line ending in "# smart: MARKER" becomes
+# LINE, byte for byte.
+smart_put_marked_line() {
     local marker="# smart: $1" edited count
     [[ "$1" =~ ^[A-Za-z0-9_]+$ ]] || smart_die "bad marker name '$1'"
     count=$(grep -c -- "$marker\$" "$SMART_NGINX_CONF" || true)
@@ -67,13 +79,9 @@ smart_set_marked() {
             "found $count; add the marker to the line this experiment edits"
     fi
     edited=$(mktemp)
-    SMART_MARKER="$marker" SMART_NEW="$2" awk '
-        BEGIN { marker = ENVIRON["SMART_MARKER"]; text = ENVIRON["SMART_NEW"] }
-        substr($0, length($0) - length(marker) + 1) == marker {
-            match($0, /^[ \t]*/)
-            print substr($0, 1, RLENGTH) text "  " marker
-            next
-        }
+    SMART_MARKER="$marker" SMART_LINE="$2" awk '
+        BEGIN { marker = ENVIRON["SMART_MARKER"]; line = ENVIRON["SMART_LINE"] }
+        substr($0, length($0) - length(marker) + 1) == marker { print line; next }
         { print }
     ' "$SMART_NGINX_CONF" >"$edited"
     smart_put "$edited" "$SMART_NGINX_CONF" || {
@@ -100,19 +108,31 @@ smart_check_and_reload() {
     fi
 }
 
+# smart_revert MARKER: put back the line ending in "# smart: MARKER" exactly as the
+# backup holds it, check, reload and remove the backup; on a failed check or reload
+# the variant's bytes go back and the script fails.
 smart_revert() {
-    local output
+    local marker="# smart: $1" output line count current
     if [[ ! -f "$SMART_BACKUP" ]]; then
         echo "$SMART_SCRIPT: no $SMART_BACKUP, nothing to revert" >&2
         return 0
     fi
-    smart_restore
+    count=$(grep -c -- "$marker\$" "$SMART_BACKUP" || true)
+    [[ "$count" == 1 ]] ||
+        smart_die "expected one line ending in '$marker' in $SMART_BACKUP, found $count"
+    line=$(grep -- "$marker\$" "$SMART_BACKUP")
+    current=$(mktemp)
+    cat -- "$SMART_NGINX_CONF" >"$current"
+    smart_put_marked_line "$1" "$line"
     if ! output=$(smart_nginx -t 2>&1); then
-        smart_die "restored $SMART_NGINX_CONF but nginx -t rejects it:" \
-            "$(smart_first_error "$output"); fix it by hand"
+        smart_put "$current" "$SMART_NGINX_CONF"
+        rm -f -- "$current"
+        smart_die "nginx -t rejects $SMART_NGINX_CONF with the old '$marker' line," \
+            "left as it was: $(smart_first_error "$output")"
     fi
+    rm -f -- "$current"
     if ! output=$(smart_nginx -s reload 2>&1); then
-        smart_die "restored $SMART_NGINX_CONF but nginx -s reload failed:" \
+        smart_die "reverted $SMART_NGINX_CONF but nginx -s reload failed:" \
             "$(smart_first_error "$output")"
     fi
     rm -f -- "$SMART_BACKUP"
