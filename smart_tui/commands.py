@@ -4,10 +4,8 @@ errors. Data goes to stdout, diagnostics to stderr."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import pwd
-import stat
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +21,7 @@ from smart_tui.config import (
     refuse_exposed_secrets,
 )
 from smart_tui.errors import (
+    ConfigError,
     ExitCode,
     LockHeld,
     NothingToDo,
@@ -48,50 +47,45 @@ def settings_from(config: Path | None, overrides: Mapping[str, str]) -> Settings
 
 
 def refuse_foreign_state(settings: Settings) -> None:
-    """root must not act on var/ unless root alone can write all of it: a journal,
-    snapshot or lab state another user planted there would tell root what to
-    restore and run."""
+    """As root, act only on files root alone can change: a config, experiment,
+    journal, snapshot or lab state another user could write would tell root what
+    to restore and run."""
     if os.geteuid() != 0:
         return
-    for top in (settings.var_path, settings.database_path.parent):
-        foreign = _foreign_entry(top)
-        if foreign is None:
-            continue
-        path, info = foreign
-        try:
-            name = pwd.getpwuid(info.st_uid).pw_name
-        except KeyError:
-            name = str(info.st_uid)
-        if info.st_uid != 0:
-            raise UsageError(
-                f"{path} belongs to {name}, and root must not trust what {name} "
-                f"can write there; run smart-tui as that user: sudo -u {name} "
-                "smart-tui ..."
-            )
-        raise UsageError(
-            f"{path} is writable by group or others (mode "
-            f"{stat.S_IMODE(info.st_mode):04o}), and root must not trust what they "
-            f"can write there: chmod go-w {path}, or run smart-tui as its user"
-        )
+    from smart_tui.trust import require_trusted, require_trusted_tree
 
-
-def _foreign_entry(top: Path) -> tuple[Path, os.stat_result] | None:
-    """The first path in ``top`` (itself included) that is not root's alone."""
+    places = [
+        (settings.experiments_path, "the experiments folder"),
+        (settings.var_path, "var/"),
+        (settings.database_path.parent, "the database folder"),
+    ]
     try:
-        walk = [(top, os.lstat(top))]
-    except FileNotFoundError:
+        if settings.config_file is not None:
+            require_trusted(settings.config_file, "the config file")
+        for path, what in places:
+            if path.exists():
+                require_trusted_tree(path, what)
+            else:  # root will create it: the folder above must be root's
+                parent = next(p for p in path.parents if p.exists())
+                require_trusted(parent, what)
+    except ConfigError as exc:
+        owner = _owner_name(settings.var_path)
+        also = f"; or run smart-tui as {owner}: sudo -u {owner} smart-tui ..."
+        raise UsageError(exc.message + (also if owner else "")) from None
+
+
+def _owner_name(path: Path) -> str | None:
+    """The user owning ``path``, unless it is root or missing."""
+    try:
+        uid = path.stat().st_uid
+    except OSError:
         return None
-    for folder, dirnames, filenames in os.walk(top):
-        for name in [*dirnames, *filenames]:
-            path = Path(folder) / name
-            with contextlib.suppress(FileNotFoundError):
-                walk.append((path, os.lstat(path)))
-        for path, info in walk:
-            shared = not stat.S_ISLNK(info.st_mode) and info.st_mode & 0o022
-            if info.st_uid != 0 or shared:
-                return path, info
-        walk = []
-    return None
+    if uid == 0:
+        return None
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def recover_on_start(settings: Settings) -> None:

@@ -54,10 +54,16 @@ from smart_tui.errors import (
     UsageError,
 )
 from smart_tui.experiments import Experiment
-from smart_tui.root_state import Ledger
+from smart_tui.root_state import Ledger, digests
 from smart_tui.scripts import ScriptResult, run_command
 from smart_tui.settings import Settings
 from smart_tui.snapshot import Snapshot
+from smart_tui.trust import (
+    owned_by_root,
+    require_trusted,
+    require_trusted_file,
+    require_trusted_tree,
+)
 
 STATE_DIR = "root-state"
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -75,62 +81,6 @@ _ARITY = {
     "test": 0,
     "reload": 0,
 }
-
-
-# --- trust ------------------------------------------------------------------------
-
-
-def _owned_by_root(path: Path, what: str, *, sticky_ok: bool) -> os.stat_result:
-    info = os.lstat(path)
-    mode = stat.S_IMODE(info.st_mode)
-    if info.st_uid != 0:
-        raise ConfigError(
-            f"{what}: {path} belongs to uid {info.st_uid}, not root; the root "
-            f"helper trusts only root's files: chown root {shlex.quote(str(path))}"
-        )
-    shared = mode & 0o022
-    if shared and not (sticky_ok and stat.S_ISDIR(info.st_mode) and mode & 0o1000):
-        raise ConfigError(
-            f"{what}: {path} is writable by group or others (mode {mode:04o}); "
-            f"the root helper refuses it: chmod go-w {shlex.quote(str(path))}"
-        )
-    return info
-
-
-def require_trusted(path: Path, what: str) -> Path:
-    """``path`` resolved, after proving it and every folder above it belong to root
-    and are writable by root alone (a root-owned sticky folder such as /tmp may sit
-    above it: nobody else can rename what root put there)."""
-    try:
-        real = path.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):
-        raise ConfigError(f"{what}: {path} does not exist") from None
-    _owned_by_root(real, what, sticky_ok=False)
-    for folder in real.parents:
-        _owned_by_root(folder, what, sticky_ok=True)
-    return real
-
-
-def require_trusted_tree(top: Path, what: str) -> None:
-    """Every file, folder and link target under ``top`` is root's alone."""
-    require_trusted(top, what)
-    for folder, dirnames, filenames in os.walk(top):
-        for name in [*dirnames, *filenames]:
-            path = Path(folder) / name
-            if path.is_symlink():
-                require_trusted(path, what)
-            else:
-                _owned_by_root(path, what, sticky_ok=False)
-
-
-def _require_trusted_file(path: Path, what: str) -> None:
-    """A file root changes: root's alone, and so is its folder, with no sticky
-    exception (scripts write siblings such as a backup there: in a shared folder
-    another user could create that sibling first)."""
-    if path.exists() or path.is_symlink():
-        require_trusted(path, what)
-    folder = require_trusted(path.parent, what)
-    _owned_by_root(folder, what, sticky_ok=False)
 
 
 def _own_code(*, deep: bool) -> None:
@@ -180,13 +130,13 @@ class Helper:
                 "NGINX_CMD=/usr/sbin/nginx"
             )
         # Root reads, tests and reloads this file: its bytes must be root's choice.
-        _require_trusted_file(
+        require_trusted_file(
             settings.nginx_conf_path or Path(settings.nginx_conf), "NGINX_CONF"
         )
         state = config.parent / STATE_DIR
         with contextlib.suppress(FileExistsError):
             state.mkdir(mode=0o700)
-        info = _owned_by_root(state, "the root state folder", sticky_ok=False)
+        info = owned_by_root(state, "the root state folder", sticky_ok=False)
         if not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) & 0o077:
             raise ConfigError(
                 f"{state} must be a folder only root can enter (mode 0700): "
@@ -228,7 +178,7 @@ class Helper:
         could swap the file for a link between a snapshot and its restore."""
         paths = experiment.watched(self.nginx_conf)
         for path in paths:
-            _require_trusted_file(path, f"{experiment.id}'s file")
+            require_trusted_file(path, f"{experiment.id}'s file")
         return paths
 
     def nginx_argv(self) -> list[str]:
@@ -285,25 +235,43 @@ class Helper:
         }
         if self.settings.target_url:
             env["SMART_TARGET_URL"] = experiment.resolve_url(self.settings.target_url)
+        undo_of_this_run = revert and self.ledger.applied(run_id)
+        before = digests(paths)
         self.ledger.busy(run_id, paths)
         try:
-            return run_command(
+            result = run_command(
                 experiment.meta.revert if revert else variant.apply,
                 cwd=experiment.path,
                 env=env,
                 timeout_s=self.settings.script_timeout_seconds,
             )
+            if undo_of_this_run:
+                self._back_to_begin(run_id, result)
+            return result
         finally:
-            self.ledger.changed(run_id, paths, applied=not revert)
+            self.ledger.changed(run_id, before, paths, applied=not revert)
+
+    def _back_to_begin(self, run_id: str, result: ScriptResult) -> None:
+        """A revert after this run's apply must land on the run's snapshot; where the
+        script put other bytes there (a stale backup), root's snapshot does."""
+        snapshot = self.ledger.snapshot(run_id)
+        wrong = snapshot.restore()
+        if wrong:
+            names = ", ".join(str(path) for path in wrong)
+            raise RevertFailed(
+                f"`{result.command}` left {names} unlike the run's snapshot; the "
+                "snapshot was put back: fix the revert script"
+            )
 
     def restore(self, run_id: str) -> list[Path]:
         snapshot = Snapshot.load(self.ledger.begun(run_id))
         paths = list(snapshot.files)
         for path in paths:
-            _require_trusted_file(path, "a snapshot's file")
+            require_trusted_file(path, "a snapshot's file")
         self.ledger.require_as_left(run_id, paths, RevertFailed)
+        before = digests(paths)
         restored = snapshot.restore()
-        self.ledger.changed(run_id, paths, applied=False)
+        self.ledger.changed(run_id, before, paths, applied=False)
         return restored
 
     def nginx(self, *args: str) -> ScriptResult:

@@ -58,7 +58,7 @@ class Ledger:
     folder: Path
 
     def run_dir(self, run_id: str) -> Path:
-        if not _RUN_ID.fullmatch(run_id):
+        if not _RUN_ID.fullmatch(run_id) or run_id in (LEFT, LAST):
             raise UsageError(f"RUN {run_id!r} is not a run id")
         return self.folder / run_id
 
@@ -120,8 +120,7 @@ class Ledger:
         if mismatch:
             raise failed(
                 f"{', '.join(sorted(mismatch))} was edited outside smart-tui since "
-                "the root helper's last change; it will not write over that edit "
-                "(the next run measures from the file as it is now)"
+                "the root helper's last change; it will not write over that edit"
             )
 
     def busy(self, run_id: str, paths: list[Path]) -> None:
@@ -136,13 +135,30 @@ class Ledger:
             },
         )
 
-    def changed(self, run_id: str, paths: list[Path], *, applied: bool) -> None:
-        """Record what the helper left after a script or a restore."""
+    def changed(
+        self,
+        run_id: str,
+        before: dict[str, str | None],
+        paths: list[Path],
+        *,
+        applied: bool,
+    ) -> None:
+        """Record what the helper left after a script or a restore. ``LAST`` takes
+        only files the action really changed: a no-op must not make a hand edit
+        look like the helper's own."""
         folder = self.begun(run_id)
         was = _read_json(folder / LEFT)
         self._left(folder, paths, applied=applied or bool(was.get("applied")))
         now = digests(paths)
-        _write_json(self.folder / LAST, {**_read_json(self.folder / LAST), **now})
+        moved = {path: digest for path, digest in now.items() if before[path] != digest}
+        if moved:
+            _write_json(self.folder / LAST, {**_read_json(self.folder / LAST), **moved})
+
+    def snapshot(self, run_id: str) -> Snapshot:
+        return Snapshot.load(self.begun(run_id))
+
+    def applied(self, run_id: str) -> bool:
+        return bool(_read_json(self.begun(run_id) / LEFT).get("applied"))
 
     def _left(self, folder: Path, paths: list[Path], *, applied: bool) -> None:
         _write_json(

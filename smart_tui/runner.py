@@ -101,6 +101,14 @@ class Run(MeasuringRun):
                 f"{self.experiment.id}: recheck could not revert to the baseline: "
                 f"{described}"
             )
+        if not self.snapshot.changed():
+            # Measuring the kept variant as if it were the baseline would prove
+            # nothing (its backup is gone, or it was never applied).
+            raise ApplyFailed(
+                f"{self.experiment.id}: the recheck's revert changed no watched file "
+                f"({described}); the kept change stays live: undo it by hand to "
+                "measure it again"
+            )
         if self.snapshot.changed() and self.reloads_nginx:
             not_live = self.target.watch.wait_for_reload(
                 before, self.settings.reload_timeout_seconds
@@ -152,7 +160,8 @@ class Run(MeasuringRun):
             watched = ", ".join(str(path) for path in self.snapshot.files)
             problem = (
                 f"`{variant.apply}` exited 0 but changed no watched file "
-                f"({watched}); fix the script or declare `touches` in meta.json"
+                f"({watched}): the variant may be live already (kept earlier), "
+                "else fix the script or declare `touches` in meta.json"
             )
         if problem is None and self.reloads_nginx:
             not_live = self.target.watch.wait_for_reload(

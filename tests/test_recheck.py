@@ -64,3 +64,27 @@ def test_running_a_kept_experiment_again_starts_from_the_baseline(
     assert second.returncode == 0, second.stderr
     assert "outcome:    KEEP" in second.stdout
     assert "recheck: reverting the kept variant before measuring" in second.stderr
+
+
+def test_a_recheck_whose_revert_changes_nothing_is_not_measured(
+    tmp_path: Path, lab: LabInfo
+) -> None:
+    """The kept change's backup is gone (an older install named it differently):
+    measuring the variant as its own baseline would prove nothing."""
+    workspace(tmp_path, "PROBE_RATE_RPS=150\n")
+    first = smart(tmp_path, "--run-once", "--experiment", "002_proxy_cache", *FAST)
+    assert "outcome:    KEEP" in first.stdout, first.stderr
+    kept_conf = lab.nginx_conf.read_bytes()
+    for backup in lab.nginx_conf.parent.glob("*.smart-bak*"):
+        backup.rename(lab.nginx_conf.with_name("nginx.conf.smart-bak"))
+
+    again = smart(tmp_path, "--run-once", "--experiment", "002_proxy_cache", *FAST)
+
+    assert again.returncode == 5, again.stderr
+    assert "the recheck's revert changed no watched file" in again.stderr
+    assert lab.nginx_conf.read_bytes() == kept_conf
+    with sqlite3.connect(tmp_path / "var" / "smart.db") as conn:
+        last = conn.execute(
+            "select status, outcome from runs order by started_at desc limit 1"
+        ).fetchone()
+    assert last == ("failed", "APPLY_FAILED")

@@ -114,6 +114,10 @@ class Server:
             ).fetchall()
 
 
+def sudo_helper(server: Server) -> list[str]:
+    return ["sudo", "-n", *server.helper]
+
+
 def server_env(server: Server) -> dict[str, str]:
     return {
         "PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
@@ -274,7 +278,10 @@ def test_a_run_as_the_service_user_changes_root_owned_nginx_through_the_helper(
     server: Server,
 ) -> None:
     doctor = server.as_user("doctor")
-    ran = server.as_user("--run-once", "--experiment", "001_nginx_workers")
+    # IMPROVE_PCT=99: never kept, so the revert runs through the helper too.
+    ran = server.as_user(
+        "--run-once", "--experiment", "001_nginx_workers", "--set", "IMPROVE_PCT=99"
+    )
 
     assert "root helper: config" in doctor.stdout, doctor.stdout + doctor.stderr
     assert "FAIL" not in doctor.stdout, doctor.stdout
@@ -289,17 +296,10 @@ def test_a_run_as_the_service_user_changes_root_owned_nginx_through_the_helper(
     # Root kept its own copy of the baseline for this run, out of the user's reach.
     index = (server.base / "root-state" / run_id / "INDEX").read_text()
     assert str(server.lab.nginx_conf) in index
-    live = server.conf()
-    if outcome == "KEEP":
-        assert b"worker_processes auto;" in live
-    else:
-        assert live == server.original
+    assert outcome != "KEEP"
+    assert ("revert", "done") in phases, phases
+    assert server.conf() == server.original
     assert server.lab.nginx_conf.stat().st_uid == 0
-    if outcome == "KEEP":  # back to the baseline the way smart-tui would do it
-        back = server.as_user(
-            "sudo", "-n", *server.helper, "revert", run_id, "001_nginx_workers", "auto"
-        )
-        assert back.returncode == 0 and server.conf() == server.original, back
 
 
 def test_kill_9_mid_run_is_recovered_by_root_from_its_own_copy(server: Server) -> None:
@@ -419,6 +419,10 @@ def test_the_helper_refuses_what_sudo_does_not_pin(server: Server) -> None:
     assert elsewhere.returncode == 1 and "sudo:" in elsewhere.stderr
     assert unprivileged.returncode == ExitCode.USAGE
     assert "must run as root" in unprivileged.stderr
+    reserved = server.as_user(
+        *sudo_helper(server), "begin", "LAST", "001_nginx_workers"
+    )
+    assert reserved.returncode == ExitCode.USAGE and "not a run id" in reserved.stderr
     assert no_begin.returncode == ExitCode.USAGE
     assert "`begin` comes first" in no_begin.stderr
     assert begun.returncode == 0, begun.stderr
@@ -438,6 +442,12 @@ def test_a_hand_edit_made_since_is_never_undone_by_an_old_snapshot(
     server.lab.nginx_conf.write_bytes(edited)
     restore = server.as_user(*sudo, "restore", run)
     revert = server.as_user(*sudo, "revert", run, "001_nginx_workers", "auto")
+    # A new run that "applies" the no-op baseline, then reverts: the script would
+    # put back the stale backup's line, so root puts the run's snapshot back.
+    other = "20261204T000005Z-noop"
+    server.as_user(*sudo, "begin", other, "001_nginx_workers")
+    server.as_user(*sudo, "apply", other, "001_nginx_workers", "baseline")
+    stale = server.as_user(*sudo, "revert", other, "001_nginx_workers", "auto")
     after = server.conf()
     server.lab.nginx_conf.write_bytes(server.original)
 
@@ -445,6 +455,8 @@ def test_a_hand_edit_made_since_is_never_undone_by_an_old_snapshot(
     assert restore.returncode == ExitCode.REVERT_FAILED
     assert "edited outside smart-tui" in restore.stderr
     assert revert.returncode == ExitCode.REVERT_FAILED
+    assert stale.returncode == ExitCode.REVERT_FAILED
+    assert "unlike the run's snapshot; the snapshot was put back" in stale.stderr
     assert after == edited
 
 
@@ -506,9 +518,10 @@ def test_root_will_not_act_on_state_the_service_user_wrote(server: Server) -> No
     assert history.returncode == ExitCode.USAGE
     as_root = history
     assert as_root.stderr.strip() == (
-        f"smart-tui: usage: {server.base / 'var'} belongs to {USER}, and root must "
-        f"not trust what {USER} can write there; run smart-tui as that user: "
-        f"sudo -u {USER} smart-tui ..."
+        f"smart-tui: usage: var/: {server.base / 'var'} belongs to uid "
+        f"{pwd.getpwnam(USER).pw_uid}, not root, and root acts only on files root "
+        f"alone can change: chown root {server.base / 'var'}; or run smart-tui as "
+        f"{USER}: sudo -u {USER} smart-tui ..."
     )
     assert not planted.exists() and not Path(f"{planted}.cmd").exists()
 
@@ -576,10 +589,31 @@ def test_root_will_not_use_a_var_others_may_write(tmp_path: Path) -> None:
 
     assert refused.returncode == ExitCode.USAGE
     assert refused.stderr.strip() == (
-        f"smart-tui: usage: {base / 'var'} is writable by group or others (mode "
-        f"1777), and root must not trust what they can write there: chmod go-w "
-        f"{base / 'var'}, or run smart-tui as its user"
+        f"smart-tui: usage: var/: {base / 'var'} is writable by group or others "
+        f"(mode 1777); root will not act on it: chmod go-w {base / 'var'}"
     )
+
+
+def test_root_will_not_run_a_config_another_user_wrote(tmp_path: Path) -> None:
+    """A smart.conf nobody owns would choose NGINX_CMD, which root then runs."""
+    ran = tmp_path / "ran-as-root"
+    base = workspace(
+        tmp_path,
+        f"TARGET_URL=http://127.0.0.1:9/\nNGINX_CONF={tmp_path / 'nginx.conf'}\n"
+        f"NGINX_CMD='/bin/sh -c \"id > {ran}\" x'\n",
+    )
+    (tmp_path / "nginx.conf").write_text("events {}\n")
+    os.chown(base / "smart.conf", pwd.getpwnam(USER).pw_uid, -1)
+
+    doctor = smart(base, "doctor")
+    history = smart(base, "history")
+
+    for refused in (doctor, history):
+        assert refused.returncode == ExitCode.USAGE, refused.stdout
+        assert f"the config file: {base / 'smart.conf'} belongs to uid" in (
+            refused.stderr
+        )
+    assert not ran.exists()
 
 
 # --- the trust checks on their own (as root, in this process) -------------------

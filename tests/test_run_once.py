@@ -336,7 +336,15 @@ def test_touches_relative_to_the_experiment_are_watched_and_restored(
     (folder / "meta.json").write_text(json.dumps({**meta, "touches": ["state.txt"]}))
     conf_before = workspace.conf_bytes()
 
-    done = workspace.smart("--run-once", "--experiment", "095_state_file", *FAST)
+    # IMPROVE_PCT=99: a no-op variant must never be kept, so revert always runs.
+    done = workspace.smart(
+        "--run-once",
+        "--experiment",
+        "095_state_file",
+        *FAST,
+        "--set",
+        "IMPROVE_PCT=99",
+    )
 
     assert done.returncode == ExitCode.OK, done.stderr
     assert not (folder / "state.txt").exists()  # the snapshot had no such file
