@@ -258,6 +258,8 @@ class Helper:
         wrong = snapshot.restore()
         if wrong:
             names = ", ".join(str(path) for path in wrong)
+            # The script reloaded nginx with its bytes: load the snapshot's.
+            self.nginx("-s", "reload")
             raise RevertFailed(
                 f"`{result.command}` left {names} unlike the run's snapshot; the "
                 "snapshot was put back: fix the revert script"

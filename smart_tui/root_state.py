@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,10 @@ from smart_tui.snapshot import Snapshot
 
 # Snapshots of this many runs are kept, the most recently used first.
 KEEP_RUNS = 20
+# A change cut short (the helper killed by root, a power cut) may be undone without
+# the digest check for this long: the next start of smart-tui recovers it. After
+# that, whatever the file holds is somebody's edit.
+BUSY_GRACE_S = 86400.0
 LEFT = "LEFT"
 LAST = "LAST"
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -105,7 +110,7 @@ class Ledger:
                 f"{run_id}'s files; wait for it (kill -CONT {busy[0]} if it was "
                 "stopped)"
             )
-        if busy is not None:
+        if isinstance(busy, list) and time.time() - float(busy[1]) < BUSY_GRACE_S:
             return  # that change was cut short: its bytes are nobody's choice
         now = digests(paths)
         expected = left.get("files")

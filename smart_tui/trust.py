@@ -47,16 +47,23 @@ def require_trusted(path: Path, what: str) -> Path:
     return real
 
 
-def require_trusted_tree(top: Path, what: str) -> None:
-    """Every file, folder and link target under ``top`` is root's alone."""
+def require_trusted_tree(top: Path, what: str, seen: set[Path] | None = None) -> None:
+    """Every file, folder and link target under ``top`` is root's alone, and so is
+    everything inside a folder a link leads to."""
+    seen = set() if seen is None else seen
     real = require_trusted(top, what)
+    if real in seen:
+        return
+    seen.add(real)
     for folder, dirnames, filenames in os.walk(real):
         for name in [*dirnames, *filenames]:
             path = Path(folder) / name
-            if path.is_symlink():
-                require_trusted(path, what)
-            else:
+            if not path.is_symlink():
                 owned_by_root(path, what, sticky_ok=False)
+            elif path.is_dir():
+                require_trusted_tree(path, what, seen)
+            else:
+                require_trusted(path, what)
 
 
 def require_trusted_file(path: Path, what: str) -> None:

@@ -302,9 +302,41 @@ def test_reverting_one_kept_change_keeps_the_others(lab: LabInfo) -> None:
     )
     assert after != before  # gzip 9 is still there
     assert nginx_t(lab).returncode == 0
-    assert [p.name for p in lab.nginx_conf.parent.glob("*.smart-bak*")] == [
-        "nginx.conf.smart-bak.003_gzip_max"
+    assert sorted(p.name for p in lab.nginx_conf.parent.glob("*.smart-*")) == [
+        "nginx.conf.smart-bak.003_gzip_max",
+        "nginx.conf.smart-set.003_gzip_max",
     ]
+
+
+def test_revert_leaves_a_marked_line_someone_changed_since(lab: LabInfo) -> None:
+    """After a keep the operator sets the line by hand: the recheck's revert must
+    not put the backup's old value over it."""
+    folder = EXPERIMENTS / "001_nginx_workers"
+    kept = run_script("./apply.sh auto", folder, lab)
+    by_hand = lab.nginx_conf.read_text().replace(
+        "worker_processes auto;", "worker_processes 2;"
+    )
+    lab.nginx_conf.write_text(by_hand)
+
+    reverted = run_script("./revert.sh", folder, lab)
+
+    assert kept.returncode == 0, kept.stderr
+    assert reverted.returncode != 0
+    assert "line of" in reverted.stderr and "was changed since" in reverted.stderr
+    assert lab.nginx_conf.read_text() == by_hand
+
+
+def test_applying_a_kept_change_again_keeps_the_first_backup(lab: LabInfo) -> None:
+    before = lab.nginx_conf.read_bytes()
+    folder = EXPERIMENTS / "001_nginx_workers"
+    first = run_script("./apply.sh auto", folder, lab)
+    again = run_script("./apply.sh auto", folder, lab)
+    reverted = run_script("./revert.sh", folder, lab)
+
+    assert first.returncode == 0 and again.returncode == 0, again.stderr
+    assert reverted.returncode == 0, reverted.stderr
+    assert lab.nginx_conf.read_bytes() == before  # worker_processes 1 again
+    assert not list(lab.nginx_conf.parent.glob("*.smart-*"))
 
 
 def test_revert_without_apply_changes_nothing(lab: LabInfo) -> None:

@@ -637,6 +637,16 @@ def test_a_file_or_link_target_the_user_owns_is_refused(tmp_path: Path) -> None:
         require_trusted_tree(tree, "the experiments folder")
     (tree / "_lib").unlink()
 
+    # A link to a root-owned folder whose contents another user owns.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "apply.sh").write_text("true\n")
+    _nobody_owns(elsewhere / "apply.sh")
+    (tree / "002_linked").symlink_to(elsewhere)
+    with pytest.raises(ConfigError, match=f"{elsewhere / 'apply.sh'} belongs to uid"):
+        require_trusted_tree(tree, "the experiments folder")
+    (tree / "002_linked").unlink()
+
     _nobody_owns(tree / "001_x")
     with pytest.raises(ConfigError, match="001_x belongs to uid"):
         require_trusted_tree(tree, "the experiments folder")

@@ -15,6 +15,13 @@
 
 SMART_EXPERIMENT="$(basename -- "$(cd -- "$(dirname -- "$0")" && pwd)")"
 SMART_BACKUP="$SMART_NGINX_CONF.smart-bak.$SMART_EXPERIMENT"
+# The marked line as this experiment last set it: a revert refuses to run over a
+# line someone changed since, and an apply over its own kept change keeps the backup.
+SMART_SET="$SMART_NGINX_CONF.smart-set.$SMART_EXPERIMENT"
+SMART_BEFORE=""
+SMART_KEPT_BACKUP=0
+SMART_NEW_LINE=""
+SMART_APPLIED=0
 SMART_SCRIPT="${0##*/}"
 
 smart_die() {
@@ -49,12 +56,40 @@ smart_put() {
     mv -f -- "$next" "$2"
 }
 
+# smart_still_set: whether the line this experiment set is still in the config,
+# byte for byte.
+smart_still_set() {
+    [[ -f "$SMART_SET" ]] && grep -qxF -- "$(cat -- "$SMART_SET")" "$SMART_NGINX_CONF"
+}
+
+# Undo a failed apply: the config as it was just before it.
 smart_restore() {
-    smart_put "$SMART_BACKUP" "$SMART_NGINX_CONF"
+    smart_put "$SMART_BEFORE" "$SMART_NGINX_CONF"
+    if [[ "$SMART_KEPT_BACKUP" == 0 ]]; then
+        rm -f -- "$SMART_BACKUP" "$SMART_SET"
+    fi
+}
+
+# An apply that stops before smart_check_and_reload succeeds leaves no backup of its
+# own behind: a backup means "this experiment's change is kept".
+smart_apply_ended() {
+    if [[ "$SMART_APPLIED" == 0 && "$SMART_KEPT_BACKUP" == 0 ]]; then
+        rm -f -- "$SMART_BACKUP"
+    fi
+    rm -f -- "$SMART_BEFORE"
 }
 
 smart_backup() {
     [[ -f "$SMART_NGINX_CONF" ]] || smart_die "$SMART_NGINX_CONF not found"
+    SMART_BEFORE=$(mktemp)
+    trap smart_apply_ended EXIT
+    cat -- "$SMART_NGINX_CONF" >"$SMART_BEFORE"
+    if [[ -f "$SMART_BACKUP" ]] && smart_still_set; then
+        # This experiment's kept change is live and untouched: its backup holds
+        # the line from before it, which a later revert must put back.
+        SMART_KEPT_BACKUP=1
+        return 0
+    fi
     smart_put "$SMART_NGINX_CONF" "$SMART_BACKUP" ||
         smart_die "could not write the backup $SMART_BACKUP"
 }
@@ -65,7 +100,8 @@ smart_set_marked() {
     local marker="# smart: $1" indent
     [[ "$1" =~ ^[A-Za-z0-9_]+$ ]] || smart_die "bad marker name '$1'"
     indent=$(grep -m1 -- "$marker\$" "$SMART_NGINX_CONF" | sed 's/[^[:blank:]].*//' || true)
-    smart_put_marked_line "$1" "$indent$2  $marker"
+    SMART_NEW_LINE="$indent$2  $marker"
+    smart_put_marked_line "$1" "$SMART_NEW_LINE"
 }
 
 # smart_put_marked_line MARKER LINE: the one line ending in "# smart: MARKER" becomes
@@ -96,16 +132,16 @@ smart_check_and_reload() {
     local output
     if ! output=$(smart_nginx -t 2>&1); then
         smart_restore
-        rm -f -- "$SMART_BACKUP"
         smart_die "nginx -t rejected the change, $SMART_NGINX_CONF restored:" \
             "$(smart_first_error "$output")"
     fi
     if ! output=$(smart_nginx -s reload 2>&1); then
         smart_restore
-        rm -f -- "$SMART_BACKUP"
         smart_die "nginx -s reload failed, $SMART_NGINX_CONF restored (is nginx" \
             "running?): $(smart_first_error "$output")"
     fi
+    printf '%s\n' "$SMART_NEW_LINE" >"$SMART_SET"
+    SMART_APPLIED=1
 }
 
 # smart_revert MARKER: put back the line ending in "# smart: MARKER" exactly as the
@@ -116,6 +152,11 @@ smart_revert() {
     if [[ ! -f "$SMART_BACKUP" ]]; then
         echo "$SMART_SCRIPT: no $SMART_BACKUP, nothing to revert" >&2
         return 0
+    fi
+    if [[ -f "$SMART_SET" ]] && ! smart_still_set; then
+        smart_die "the '$marker' line of $SMART_NGINX_CONF was changed since" \
+            "$SMART_EXPERIMENT set it; not reverting over that edit (delete" \
+            "$SMART_BACKUP to keep the line as it is)"
     fi
     count=$(grep -c -- "$marker\$" "$SMART_BACKUP" || true)
     [[ "$count" == 1 ]] ||
@@ -135,5 +176,5 @@ smart_revert() {
         smart_die "reverted $SMART_NGINX_CONF but nginx -s reload failed:" \
             "$(smart_first_error "$output")"
     fi
-    rm -f -- "$SMART_BACKUP"
+    rm -f -- "$SMART_BACKUP" "$SMART_SET"
 }
