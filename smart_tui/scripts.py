@@ -43,7 +43,7 @@ class ScriptResult:
         else:
             ending = f"exited {self.returncode}"
         last = self.output.strip().splitlines()[-1:] or [""]
-        tail = f": {last[0][:200]}" if last[0] else ""
+        tail = f": {last[0][:400]}" if last[0] else ""
         return f"`{self.command}` {ending}{tail}"
 
 

@@ -322,8 +322,24 @@ def test_revert_leaves_a_marked_line_someone_changed_since(lab: LabInfo) -> None
 
     assert kept.returncode == 0, kept.stderr
     assert reverted.returncode != 0
-    assert "line of" in reverted.stderr and "was changed since" in reverted.stderr
+    assert "line of" in reverted.stderr and "may have changed since" in reverted.stderr
     assert lab.nginx_conf.read_text() == by_hand
+
+
+def test_a_backup_without_its_record_is_not_trusted(lab: LabInfo) -> None:
+    """A keep from a version that wrote no record: whether the line was edited
+    since is unknown, so the revert leaves it and says what to check."""
+    folder = EXPERIMENTS / "001_nginx_workers"
+    kept = run_script("./apply.sh auto", folder, lab)
+    lab.nginx_conf.with_name("nginx.conf.smart-set.001_nginx_workers").unlink()
+    live = lab.nginx_conf.read_bytes()
+
+    reverted = run_script("./revert.sh", folder, lab)
+
+    assert kept.returncode == 0, kept.stderr
+    assert reverted.returncode != 0
+    assert "check the line, then delete" in reverted.stderr
+    assert lab.nginx_conf.read_bytes() == live
 
 
 def test_applying_a_kept_change_again_keeps_the_first_backup(lab: LabInfo) -> None:

@@ -59,7 +59,9 @@ smart_put() {
 # smart_still_set: whether the line this experiment set is still in the config,
 # byte for byte.
 smart_still_set() {
-    [[ -f "$SMART_SET" ]] && grep -qxF -- "$(cat -- "$SMART_SET")" "$SMART_NGINX_CONF"
+    local line
+    line=$(cat -- "$SMART_SET" 2>/dev/null) || return 1
+    [[ -n "$line" ]] && grep -qxF -- "$line" "$SMART_NGINX_CONF"
 }
 
 # Undo a failed apply: the config as it was just before it.
@@ -140,7 +142,11 @@ smart_check_and_reload() {
         smart_die "nginx -s reload failed, $SMART_NGINX_CONF restored (is nginx" \
             "running?): $(smart_first_error "$output")"
     fi
-    printf '%s\n' "$SMART_NEW_LINE" >"$SMART_SET"
+    local record
+    record=$(mktemp)
+    printf '%s\n' "$SMART_NEW_LINE" >"$record"
+    smart_put "$record" "$SMART_SET" || true  # no record: a revert refuses, safely
+    rm -f -- "$record"
     SMART_APPLIED=1
 }
 
@@ -153,10 +159,12 @@ smart_revert() {
         echo "$SMART_SCRIPT: no $SMART_BACKUP, nothing to revert" >&2
         return 0
     fi
-    if [[ -f "$SMART_SET" ]] && ! smart_still_set; then
-        smart_die "the '$marker' line of $SMART_NGINX_CONF was changed since" \
-            "$SMART_EXPERIMENT set it; not reverting over that edit (delete" \
-            "$SMART_BACKUP to keep the line as it is)"
+    # No record beside a backup: an older smart-tui kept this change, and nothing
+    # says whether the line was edited since. Refuse rather than guess.
+    if ! smart_still_set; then
+        smart_die "the '$marker' line of $SMART_NGINX_CONF may have changed since" \
+            "$SMART_EXPERIMENT set it; not reverting over it (check the line, then" \
+            "delete $SMART_BACKUP to keep it as it is)"
     fi
     count=$(grep -c -- "$marker\$" "$SMART_BACKUP" || true)
     [[ "$count" == 1 ]] ||
