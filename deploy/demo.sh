@@ -15,7 +15,8 @@ if ! command -v nginx >/dev/null 2>&1; then
         apt-get update -q >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx >/dev/null
     else
-        echo "demo: nginx is missing; install it with: sudo apt-get install -y nginx" >&2
+        echo "demo: nginx is missing; install it with:" \
+            "sudo apt-get install -y nginx" >&2
         exit 9
     fi
 fi

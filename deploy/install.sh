@@ -95,9 +95,12 @@ fi
 # Paths end up in sudoers, unit files and nginx config: keep them to characters
 # none of those formats treats specially.
 [[ "$PREFIX" =~ ^[A-Za-z0-9_./-]*$ ]] ||
-    die "prefix '$PREFIX' holds characters sudoers/systemd/nginx would misread; use [A-Za-z0-9_./-]"
-[[ "$LISTEN" =~ ^[][A-Za-z0-9_.:]+$ ]] || die "--listen '$LISTEN' is not an address or port"
-[[ "$SMART_USER" =~ ^[a-z_][a-z0-9_-]*$ ]] || die "SMART_USER '$SMART_USER' is not a user name"
+    die "prefix '$PREFIX' holds characters sudoers/systemd/nginx would misread;" \
+        "use [A-Za-z0-9_./-]"
+[[ "$LISTEN" =~ ^[][A-Za-z0-9_.:]+$ ]] ||
+    die "--listen '$LISTEN' is not an address or port"
+[[ "$SMART_USER" =~ ^[a-z_][a-z0-9_-]*$ ]] ||
+    die "SMART_USER '$SMART_USER' is not a user name"
 
 BASE="$PREFIX/opt/smart"
 ETC="$PREFIX/etc"
@@ -353,7 +356,9 @@ install_layout() {
         else
             put_file "$src" "$BASE/$rel" 0644
         fi
-    done < <(find "$CHECKOUT/experiments" -type f ! -name '*.smart-bak' -print0 | sort -z)
+    # Scripts' backups and records (*.smart-bak.*, *.smart-set.*) are not installed.
+    done < <(find "$CHECKOUT/experiments" -type f ! -name '*.smart-*' -print0 |
+        sort -z)
     if [ ! -f "$BASE/smart.conf" ]; then
         # It may come to hold COACH_TOKEN or webhook URLs: mode 640 when root owns
         # it and only the user's group may read it, else 600 (the caller's).

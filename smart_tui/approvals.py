@@ -155,8 +155,12 @@ def _apply_variant(settings: Settings, item: PendingDecision) -> None:
     hands = target.hands
     hands.begin(item.run_id, experiment)
 
-    result = hands.apply(
-        experiment, variant, run_id=item.run_id, env=_script_env(settings, target, item)
+    result = hands.script(
+        experiment,
+        variant,
+        revert=False,
+        run_id=item.run_id,
+        env=_script_env(settings, target, item),
     )
     if not result.ok:
         hands.restore(before, item.run_id)

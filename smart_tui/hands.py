@@ -73,33 +73,20 @@ class Hands:
                 f"{result.describe()}"
             )
 
-    def apply(
+    def script(
         self,
         experiment: Experiment,
         variant: Variant,
         *,
+        revert: bool,
         run_id: str,
         env: Mapping[str, str],
     ) -> ScriptResult:
+        """Run ``variant``'s apply command, or the experiment's revert."""
         if self.helper:
-            return self._call("apply", run_id, experiment.id, variant.name)
-        return self._run_here(variant.apply, experiment, env)
-
-    def revert(
-        self,
-        experiment: Experiment,
-        variant: Variant,
-        *,
-        run_id: str,
-        env: Mapping[str, str],
-    ) -> ScriptResult:
-        if self.helper:
-            return self._call("revert", run_id, experiment.id, variant.name)
-        return self._run_here(experiment.meta.revert, experiment, env)
-
-    def _run_here(
-        self, command: str, experiment: Experiment, env: Mapping[str, str]
-    ) -> ScriptResult:
+            action = "revert" if revert else "apply"
+            return self._call(action, run_id, experiment.id, variant.name)
+        command = experiment.meta.revert if revert else variant.apply
         return run_command(
             command, cwd=experiment.path, env=env, timeout_s=self.timeout_s
         )

@@ -237,7 +237,7 @@ class Helper:
             env["SMART_TARGET_URL"] = experiment.resolve_url(self.settings.target_url)
         undo_of_this_run = revert and self.ledger.applied(run_id)
         before = digests(paths)
-        self.ledger.busy(run_id, paths)
+        self.ledger.busy(run_id)
         try:
             result = run_command(
                 experiment.meta.revert if revert else variant.apply,

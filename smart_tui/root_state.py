@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,10 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 def digests(paths: list[Path]) -> dict[str, str | None]:
     """sha256 of each file now; None for a file that does not exist."""
-    files = Snapshot.take(paths).files
+    return _digested(Snapshot.take(paths).files)
+
+
+def _digested(files: Mapping[Path, bytes | None]) -> dict[str, str | None]:
     return {
         str(path): None if data is None else hashlib.sha256(data).hexdigest()
         for path, data in files.items()
@@ -73,7 +77,7 @@ class Ledger:
         snapshot = Snapshot.take(paths)
         shutil.rmtree(folder, ignore_errors=True)
         snapshot.save(folder)
-        self._left(folder, paths, applied=False)
+        self._left(folder, _digested(snapshot.files), applied=False)
         others = sorted(
             (p for p in self.folder.iterdir() if p.is_dir() and p != folder),
             key=lambda p: p.stat().st_mtime,
@@ -128,17 +132,12 @@ class Ledger:
                 "the root helper's last change; it will not write over that edit"
             )
 
-    def busy(self, run_id: str, paths: list[Path]) -> None:
-        left = _read_json(self.begun(run_id) / LEFT)
+    def busy(self, run_id: str) -> None:
+        """Mark the run's files as being changed by this process."""
+        folder = self.begun(run_id)
         me = psutil.Process()
-        _write_json(
-            self.begun(run_id) / LEFT,
-            {
-                **left,
-                "busy": [me.pid, me.create_time()],
-                "files": dict.fromkeys(map(str, paths)),
-            },
-        )
+        left = _read_json(folder / LEFT)
+        _write_json(folder / LEFT, {**left, "busy": [me.pid, me.create_time()]})
 
     def changed(
         self,
@@ -153,8 +152,8 @@ class Ledger:
         look like the helper's own."""
         folder = self.begun(run_id)
         was = _read_json(folder / LEFT)
-        self._left(folder, paths, applied=applied or bool(was.get("applied")))
         now = digests(paths)
+        self._left(folder, now, applied=applied or bool(was.get("applied")))
         moved = {path: digest for path, digest in now.items() if before[path] != digest}
         if moved:
             _write_json(self.folder / LAST, {**_read_json(self.folder / LAST), **moved})
@@ -165,11 +164,10 @@ class Ledger:
     def applied(self, run_id: str) -> bool:
         return bool(_read_json(self.begun(run_id) / LEFT).get("applied"))
 
-    def _left(self, folder: Path, paths: list[Path], *, applied: bool) -> None:
-        _write_json(
-            folder / LEFT,
-            {"busy": None, "applied": applied, "files": digests(paths)},
-        )
+    def _left(
+        self, folder: Path, files: dict[str, str | None], *, applied: bool
+    ) -> None:
+        _write_json(folder / LEFT, {"busy": None, "applied": applied, "files": files})
 
 
 def _alive(pid: object, started: object = None) -> bool:

@@ -138,10 +138,10 @@ class Run(MeasuringRun):
 
     def _script(self, variant: Variant, *, revert: bool) -> tuple[bool, str]:
         """Run ``variant``'s apply command, or the experiment's revert."""
-        act = self.hands.revert if revert else self.hands.apply
-        result = act(
+        result = self.hands.script(
             self.experiment,
             variant,
+            revert=revert,
             run_id=self.run_id,
             env=self.script_env(variant),
         )

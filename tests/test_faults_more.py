@@ -25,7 +25,12 @@ from pathlib import Path
 
 import pytest
 from support import fault_table
-from support.cli import add_faulty_experiment, with_earlier_run, workspace
+from support.cli import (
+    add_faulty_experiment,
+    short_windows,
+    with_earlier_run,
+    workspace,
+)
 
 from smart_tui.config import load_settings
 from smart_tui.errors import ExitCode, Interrupted, LockHeld
@@ -35,18 +40,7 @@ from smart_tui.tui.control import RunControl
 from smart_tui.tui.runs import run_from_app
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = [
-    "--baseline-seconds",
-    "1",
-    "--experiment-seconds",
-    "1.5",
-    "--settle-seconds",
-    "0.3",
-    "--cooldown-seconds",
-    "0",
-    "--set",
-    "WARMUP_SECONDS=0.2",
-]
+FAST = short_windows(1, 1.5, 0.3, warmup_s=0.2)
 
 READER = """
 import json, sys, time

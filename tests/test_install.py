@@ -18,6 +18,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from support.cli import short_windows
 
 from smart_tui.errors import ExitCode
 from smart_tui.lab import LabInfo
@@ -25,18 +26,7 @@ from smart_tui.lab import LabInfo
 REPO = Path(__file__).resolve().parent.parent
 # What install.sh reads from a checkout.
 CHECKOUT_PARTS = ["deploy", "experiments", "smart_tui", "pyproject.toml", "README.md"]
-FAST = [
-    "--baseline-seconds",
-    "2",
-    "--experiment-seconds",
-    "2",
-    "--settle-seconds",
-    "0",
-    "--cooldown-seconds",
-    "0",
-    "--set",
-    "WARMUP_SECONDS=0.5",
-]
+FAST = short_windows(2, 2, 0, warmup_s=0.5)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +34,7 @@ def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A frozen copy of the checkout, so edits made while the test runs cannot
     make the second install see new sources."""
     folder = tmp_path_factory.mktemp("checkout")
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.smart-bak")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.smart-*")
     for part in [*CHECKOUT_PARTS, "smart.conf"]:
         source = REPO / part
         if source.is_dir():

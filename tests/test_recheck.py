@@ -5,20 +5,11 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from support.cli import smart, workspace
+from support.cli import short_windows, smart, workspace
 
 from smart_tui.lab import LabInfo
 
-FAST = [
-    "--baseline-seconds",
-    "4",
-    "--experiment-seconds",
-    "4",
-    "--settle-seconds",
-    "1",
-    "--cooldown-seconds",
-    "0",
-]
+FAST = short_windows(4, 4, 1)
 
 
 def test_old_kept_change_is_rechecked_from_the_baseline(

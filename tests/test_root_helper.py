@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.cli import smart, workspace
@@ -72,13 +73,8 @@ class Server:
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self._argv(args),
-            cwd=self.base,
-            env=self._env(),
-            user=USER,
-            group=_group(),
-            extra_groups=[],
+            **self._as_service_user(),
             capture_output=True,
-            text=True,
             timeout=timeout_s,
             stdin=subprocess.DEVNULL,
         )
@@ -86,15 +82,21 @@ class Server:
     def background(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             self._argv(args),
-            cwd=self.base,
-            env=self._env(),
-            user=USER,
-            group=_group(),
-            extra_groups=[],
+            **self._as_service_user(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
         )
+
+    def _as_service_user(self) -> dict[str, Any]:
+        """Popen arguments: in the install's folder, as the service user alone."""
+        return {
+            "cwd": self.base,
+            "env": self._env(),
+            "user": USER,
+            "group": _group(),
+            "extra_groups": [],
+            "text": True,
+        }
 
     def _argv(self, args: tuple[str, ...]) -> list[str]:
         first, *rest = args
@@ -186,7 +188,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "smart.conf",
     ]:
         source = REPO / part
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.smart-bak")
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.smart-*")
         if source.is_dir():
             shutil.copytree(source, checkout / part, ignore=ignore)
         else:

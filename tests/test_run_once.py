@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from support.cli import add_faulty_experiment
+from support.cli import add_faulty_experiment, short_windows
 
 from smart_tui.errors import ExitCode
 from smart_tui.lab import Lab, LabInfo
@@ -26,18 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 SMART = [sys.executable, "-m", "smart_tui"]
 
 # Short windows: long enough for several hundred requests per arm at the lab's rate.
-FAST = [
-    "--baseline-seconds",
-    "4",
-    "--experiment-seconds",
-    "4",
-    "--settle-seconds",
-    "1",
-    "--cooldown-seconds",
-    "0",
-    "--set",
-    "WARMUP_SECONDS=0.5",
-]
+FAST = short_windows(4, 4, 1, warmup_s=0.5)
 
 
 @dataclass

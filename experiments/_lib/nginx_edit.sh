@@ -101,7 +101,8 @@ smart_backup() {
 smart_set_marked() {
     local marker="# smart: $1" indent
     [[ "$1" =~ ^[A-Za-z0-9_]+$ ]] || smart_die "bad marker name '$1'"
-    indent=$(grep -m1 -- "$marker\$" "$SMART_NGINX_CONF" | sed 's/[^[:blank:]].*//' || true)
+    indent=$(grep -m1 -- "$marker\$" "$SMART_NGINX_CONF" |
+        sed 's/[^[:blank:]].*//' || true)
     SMART_NEW_LINE="$indent$2  $marker"
     smart_put_marked_line "$1" "$SMART_NEW_LINE"
 }

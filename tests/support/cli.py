@@ -14,6 +14,25 @@ REPO = Path(__file__).resolve().parent.parent.parent
 SMART = [sys.executable, "-m", "smart_tui"]
 
 
+def short_windows(
+    baseline_s: float, variant_s: float, settle_s: float, warmup_s: float | None = None
+) -> list[str]:
+    """Command-line flags for a quick run: these window lengths, no cooldown."""
+    flags = [
+        "--baseline-seconds",
+        f"{baseline_s:g}",
+        "--experiment-seconds",
+        f"{variant_s:g}",
+        "--settle-seconds",
+        f"{settle_s:g}",
+        "--cooldown-seconds",
+        "0",
+    ]
+    if warmup_s is not None:
+        flags += ["--set", f"WARMUP_SECONDS={warmup_s:g}"]
+    return flags
+
+
 def workspace(base: Path, conf: str) -> Path:
     """Copy the shipped experiments into ``base`` and write its smart.conf."""
     shutil.copytree(REPO / "experiments", base / "experiments")
